@@ -1,0 +1,51 @@
+"""The `finetune` command: one subcommand per module, each a ``main(argv)`` that tests call in-process.
+
+finetune train --config configs/textcnn.yaml [--key value ...]
+finetune --help
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+from finetune.errors import UserError
+
+# subcommand -> (module with main(argv), one-line description)
+SUBCOMMANDS = {
+    "train": ("finetune.train", "train a classifier and keep the best checkpoint by eval loss"),
+}
+
+
+def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Runs a subcommand's main: a UserError is printed without a traceback and exits 2."""
+    try:
+        return main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def usage() -> str:
+    lines = ["usage: finetune <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {description}" for name, (_, description) in SUBCOMMANDS.items()]
+    lines += ["", "`finetune <command> --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    return run_command(module.main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

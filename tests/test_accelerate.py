@@ -1,0 +1,107 @@
+"""The real `accelerate launch`: CPU DDP with two processes, the mis-launch guard, two 'machines' over loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import QUICK_TEXTCNN, REPO
+
+from finetune.train import main as train_main
+
+TRAIN_SCRIPT = str(REPO / "finetune" / "train.py")
+# 200 training rows in batches of 20: 10 steps an epoch for one process, 5 for each of two.
+QUICK = QUICK_TEXTCNN + ["--per_device_train_batch_size", "20"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(launcher_flags: list[str], script_args: list[str], cwd, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launcher_flags, TRAIN_SCRIPT, *script_args]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+def global_step(run) -> int:
+    return json.loads((run / "trainer_state.json").read_text())["global_step"]
+
+
+def assert_one_ddp_run(run, single_process_steps: int, log: str) -> None:
+    # Two processes each see half of every epoch: half the optimizer steps of one process.
+    assert global_step(run) * 2 == single_process_steps, log
+    assert (run / "best" / "model.safetensors").is_file()
+    best = json.loads((run / "best.json").read_text())
+    assert (run / best["checkpoint"]).is_dir()
+    assert json.loads((run / "all_results.json").read_text())["test_accuracy"] > 0.6
+    # Only the main process tokenized; the other one loaded its result from the cache.
+    assert log.count("Tokenizing train: 100%") == 1, log
+
+
+@pytest.fixture
+def single_process_steps(data_args, tmp_path) -> int:
+    args = [a.replace(str(tmp_path / "run"), str(tmp_path / "single")) for a in data_args]
+    assert train_main(args + QUICK + ["--use_cpu", "true"]) == 0
+    return global_step(tmp_path / "single")
+
+
+def test_cpu_ddp_two_processes(data_args, tmp_path, single_process_steps):
+    args = [a.replace(str(tmp_path / "cache"), str(tmp_path / "ddp-cache")) for a in data_args]
+    process = launch(
+        ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
+        args + QUICK + ["--use_cpu", "true"],
+        cwd=tmp_path,
+    )
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log
+    assert_one_ddp_run(tmp_path / "run", single_process_steps, log)
+
+
+def test_launch_without_use_cpu_on_a_machine_without_gpu_stops(data_args, tmp_path):
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has GPUs, so the launch is a real multi-GPU run")
+    process = launch(
+        ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
+        data_args + QUICK,
+        cwd=tmp_path,
+    )
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode != 0
+    assert "training is not distributed" in log and "--use_cpu true" in log
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_machines_over_loopback(data_args, tmp_path, single_process_steps):
+    port = str(free_port())
+    args = [a.replace(str(tmp_path / "cache"), str(tmp_path / "multi-node-cache")) for a in data_args]
+    processes = [
+        launch(
+            [
+                "--multi_gpu",
+                "--num_machines", "2",
+                "--machine_rank", str(rank),
+                "--num_processes", "2",
+                "--main_process_ip", "127.0.0.1",
+                "--main_process_port", port,
+            ],
+            args + QUICK + ["--use_cpu", "true"],
+            cwd=tmp_path,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    logs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], logs
+    # Both "machines" share this disk and cache folder, so each node's main process tokenizing is seen
+    # as one miss and one hit; the run itself must be one DDP run written once.
+    assert global_step(tmp_path / "run") * 2 == single_process_steps
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

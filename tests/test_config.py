@@ -1,0 +1,147 @@
+"""YAML + command-line parsing, precedence, preflight checks, GPU selection, and every shipped config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from finetune.cli import main as cli_main
+from finetune.config import parse_args
+from finetune.errors import UserError
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+
+
+def write_yaml(path: Path, values: dict) -> str:
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return str(path)
+
+
+def test_defaults_keep_the_best_checkpoint_by_eval_loss(reviews, tmp_path):
+    _, _, training = parse_args(["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path / "run")])
+    assert training.eval_strategy == "epoch" and training.save_strategy == "epoch"
+    assert training.load_best_model_at_end is True
+    assert training.metric_for_best_model == "eval_loss" and training.greater_is_better is False
+    assert training.save_total_limit == 2
+    assert training.report_to == [] or training.report_to in ("none", ["none"])
+
+
+def test_precedence_default_yaml_cli(reviews, tmp_path):
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "train_file": str(reviews["train"]),
+            "output_dir": str(tmp_path / "run"),
+            "learning_rate": "3e-3",  # YAML reads 3e-3 as a string; it must still become a float
+            "num_filters": 7,
+            "kernel_sizes": [3, 5],
+            "num_train_epochs": 2,
+        },
+    )
+    model, data, training = parse_args(["--config", config, "--num_train_epochs", "5", "--max_length", "64"])
+    assert training.learning_rate == 3e-3  # YAML over default
+    assert model.num_filters == 7 and model.kernel_sizes == [3, 5]  # YAML over default
+    assert training.num_train_epochs == 5  # CLI over YAML
+    assert data.max_length == 64  # CLI over default
+    assert model.embedding_dim == 128  # default
+    model, _, _ = parse_args(["--config", config, "--kernel_sizes", "2", "4"])
+    assert model.kernel_sizes == [2, 4]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = cli_main(["train", *args])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_unknown_yaml_key_exits_2_naming_it(reviews, tmp_path, capsys):
+    config = write_yaml(tmp_path / "c.yaml", {"train_file": str(reviews["train"]), "learnin_rate": 0.1})
+    code, err = run_cli(["--config", config], capsys)
+    assert code == 2
+    assert "learnin_rate" in err and "Traceback" not in err
+
+
+def test_unseen_labels_exit_2(reviews, tmp_path, capsys):
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text('{"text": "还行吧", "label": "neutral"}\n', encoding="utf-8")
+    args = ["--train_file", str(reviews["train"]), "--validation_file", str(validation)]
+    code, err = run_cli(args + ["--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "'neutral'" in err and "Traceback" not in err
+
+
+def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text('{"text": "还行吧", "label": "neutral"}\n', encoding="utf-8")
+    command = [sys.executable, "-m", "finetune", "train", "--train_file", str(reviews["train"])]
+    command += ["--validation_file", str(validation), "--output_dir", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "neutral" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--metric_for_best_model", "bleu"], "metric_for_best_model 'bleu'"),
+        (["--save_strategy", "steps", "--save_steps", "10"], "save and eval strategy"),
+        (["--eval_strategy", "no"], "load_best_model_at_end"),
+        (["--gpus", "0"], "no CUDA GPU"),
+        (["--gpus", "first"], "GPU indices"),
+        (["--gpus", "0", "--use_cpu", "true"], "contradict"),
+        (["--train_file", "nowhere.jsonl"], "does not exist"),
+        (["--model_type", "bert"], "needs model_name_or_path"),
+        (["--num_train_epochs", "many"], "invalid float value"),
+    ],
+)
+def test_preflight_errors_exit_2(reviews, tmp_path, capsys, flags, message):
+    args = ["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path)]
+    try:
+        code, err = run_cli(args + flags, capsys)
+    except SystemExit as exit_:  # argparse rejects a badly typed flag itself, also with exit code 2
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_output_dir_with_a_run_is_not_overwritten(reviews, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoint-10").mkdir(parents=True)
+    (run / "best.json").write_text("{}")
+    args = ["--train_file", str(reviews["train"]), "--output_dir", str(run)]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "already holds a run" in err
+    assert (run / "checkpoint-10").is_dir() and (run / "best.json").read_text() == "{}"
+    parse_args(args + ["--overwrite_output_dir", "true"])  # allowed when asked for
+
+
+def test_gpus_conflicting_with_the_launcher(reviews, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    with pytest.raises(UserError, match="--gpu_ids 0,1"):
+        parse_args(["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path), "--gpus", "0,1"])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_parses(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    model, data, training = parse_args(["--config", str(config), "--output_dir", str(tmp_path / "run")])
+    assert data.train_file and training.metric_for_best_model == "eval_loss"
+    assert model.model_type in ("textcnn", "bert")
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_every_accelerate_config_loads(config):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    loaded = ClusterConfig.from_yaml_file(str(config))
+    assert loaded.num_processes >= 1 and loaded.distributed_type is not None
+
+
+def test_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"textcnn.yaml", "bert.yaml"}
+    assert len(ACCELERATE_CONFIGS) >= 3

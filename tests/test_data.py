@@ -1,0 +1,199 @@
+"""Reading files, labels, splits, tokenization and the collator."""
+
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import read_jsonl
+
+from finetune.config import DataArguments
+from finetune.data import ClassificationCollator, load_raw_splits, read_examples, tokenize_splits
+from finetune.errors import UserError
+from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
+from finetune.tokenizer import build_vocab_tokenizer
+
+
+def write_all_formats(rows: list[dict], directory) -> dict[str, str]:
+    """The same rows as csv, tsv, json, jsonl, parquet and headerless txt."""
+    paths = {kind: directory / f"data.{kind}" for kind in ("csv", "tsv", "json", "jsonl", "parquet", "txt")}
+    for kind, delimiter in (("csv", ","), ("tsv", "\t")):
+        with open(paths[kind], "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "label"], delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(rows)
+    paths["json"].write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    paths["jsonl"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), paths["parquet"])
+    paths["txt"].write_text("".join(f"{r['text']}\t{r['label']}\n" for r in rows), encoding="utf-8")
+    return {kind: str(path) for kind, path in paths.items()}
+
+
+def test_every_format_reads_the_same_examples(reviews, tmp_path):
+    rows = read_jsonl(reviews["train"])
+    rows[0]["text"] = 'a text with, a comma and "quotes"'
+    paths = write_all_formats(rows, tmp_path)
+    args = DataArguments(train_file=paths["jsonl"])
+    expected = read_examples(paths["jsonl"], args)
+    assert expected["text"][0] == rows[0]["text"] and len(expected["text"]) == len(rows)
+    for kind, path in paths.items():
+        assert read_examples(path, args) == expected, kind
+
+
+def test_integer_labels_read_the_same_from_csv_and_jsonl(tmp_path):
+    rows = [{"text": f"text {i}", "label": i % 3} for i in range(9)]
+    paths = write_all_formats(rows, tmp_path)
+    args = DataArguments(train_file=paths["csv"])
+    assert read_examples(paths["csv"], args)["label"] == [i % 3 for i in range(9)]
+    assert read_examples(paths["jsonl"], args) == read_examples(paths["csv"], args)
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    rows = [{"text": f"text {i}", "label": label} for i, label in enumerate([10, 2, 1, 2, 10, 1])]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    raw = load_raw_splits(DataArguments(train_file=str(path), validation_file=str(path)), seed=0)
+    assert raw.label_list == [1, 2, 10]
+    assert raw.id2label == {0: "1", 1: "2", 2: "10"}
+    assert raw.splits["train"]["labels"] == [2, 1, 0, 1, 2, 0]
+
+
+def test_bom_and_crlf_are_not_errors(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes("\ufefftext,label\r\n好看,positive\r\n难看,negative\r\n".encode())
+    columns = read_examples(path, DataArguments(train_file=str(path)))
+    assert columns == {"text": ["好看", "难看"], "label": ["positive", "negative"]}
+
+
+def test_unseen_validation_labels_are_listed(reviews, tmp_path):
+    rows = read_jsonl(reviews["validation"])
+    rows[3]["label"] = "neutral"
+    rows[7]["label"] = "mixed"
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(UserError, match="'mixed', 'neutral'"):
+        load_raw_splits(DataArguments(train_file=str(reviews["train"]), validation_file=str(path)), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "ok", "label": "a"}\n{"text": "broken"\n', "line 2: not valid JSON"),
+        ('{"text": "ok", "label": "a"}\n{"text": "  ", "label": "b"}\n', "line 2: empty 'text'"),
+        ('{"text": "ok", "label": "a"}\n{"text": "fine", "label": 3}\n', "mixes types"),
+        ('{"review": "ok", "label": "a"}\n', "no column 'text'"),
+        ("", "holds no examples"),
+    ],
+)
+def test_bad_jsonl_names_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        read_examples(path, DataArguments(train_file=str(path)))
+
+
+def test_bad_csv_and_encoding_name_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\nfine,a\ntoo,many,fields\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 3: more fields"):
+        read_examples(path, DataArguments(train_file=str(path)))
+    path.write_bytes(b"text,label\nfine,a\n\xff\xfe,b\n")
+    with pytest.raises(UserError, match="line 3: not valid UTF-8"):
+        read_examples(path, DataArguments(train_file=str(path)))
+    with pytest.raises(UserError, match="does not exist"):
+        read_examples(tmp_path / "missing.csv", DataArguments(train_file="x"))
+
+
+def test_validation_split_is_seeded_and_stratified(reviews):
+    args = DataArguments(train_file=str(reviews["train"]), validation_split_percentage=20)
+    first = load_raw_splits(args, seed=1)
+    again = load_raw_splits(args, seed=1)
+    other = load_raw_splits(args, seed=2)
+    assert len(first.splits["validation"]) == 40 and len(first.splits["train"]) == 160
+    assert first.splits["validation"]["text"] == again.splits["validation"]["text"]
+    assert first.splits["validation"]["text"] != other.splits["validation"]["text"]
+    assert sorted(first.splits["validation"]["labels"]).count(0) == 20  # the fixture is balanced
+    assert not set(first.splits["validation"]["text"]) & set(first.splits["train"]["text"]) - set(
+        read_jsonl(reviews["train"])[i]["text"] for i in range(0)
+    )
+
+
+def test_max_samples(reviews):
+    args = DataArguments(
+        train_file=str(reviews["train"]),
+        validation_file=str(reviews["validation"]),
+        test_file=str(reviews["test"]),
+        max_train_samples=30,
+        max_eval_samples=5,
+        max_predict_samples=7,
+    )
+    splits = load_raw_splits(args, seed=0).splits
+    assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (30, 5, 7)
+
+
+def test_char_tokenizer_ids_and_determinism():
+    texts = ["好好学习", "天天向上", "好 天气", "ABC abc"]
+    tokenizer = build_vocab_tokenizer(texts, level="char")
+    again = build_vocab_tokenizer(list(reversed(texts)), level="char")
+    assert tokenizer.get_vocab() == again.get_vocab()
+    assert tokenizer.pad_token_id == 0 and tokenizer.unk_token_id == 1
+    assert tokenizer.convert_ids_to_tokens(tokenizer("好天")["input_ids"]) == ["好", "天"]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("好 龙")["input_ids"]) == ["好", "[UNK]"]
+    assert "a" in tokenizer.get_vocab() and "A" not in tokenizer.get_vocab()  # lowercased
+    frequent_only = build_vocab_tokenizer(texts, level="char", min_frequency=2)
+    assert set(frequent_only.get_vocab()) == {"[PAD]", "[UNK]", "好", "天", "a", "b", "c"}
+    small = build_vocab_tokenizer(texts, level="char", max_vocab_size=4)
+    assert len(small) == 4 and "好" in small.get_vocab()
+
+
+def test_word_tokenizer():
+    tokenizer = build_vocab_tokenizer(["the movie was great", "the plot was thin"], level="word")
+    assert tokenizer.convert_ids_to_tokens(tokenizer("The plot, great")["input_ids"]) == [
+        "the",
+        "plot",
+        "[UNK]",
+        "great",
+    ]
+
+
+def test_truncation_side_and_padding(reviews, tmp_path):
+    args = DataArguments(train_file=str(reviews["train"]), validation_file=str(reviews["validation"]), max_length=4)
+    raw = load_raw_splits(args, seed=0)
+    tokenizer = build_vocab_tokenizer(raw.splits["train"]["text"])
+    text = raw.splits["train"]["text"][0]
+    right = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "a")["train"][0]["input_ids"]
+    assert tokenizer.decode(right) == text[:4]
+    args.truncation_side = "left"
+    left = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "b")["train"][0]["input_ids"]
+    assert tokenizer.decode(left) == text[-4:].replace("，", ",").replace("！", "!").replace("。", "。")
+    args.padding, args.max_length = "max_length", 40
+    padded = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "c")["train"]
+    assert {len(ids) for ids in padded["input_ids"]} == {40}
+
+
+def test_collator_pads_to_the_widest_kernel_and_multiple():
+    tokenizer = build_vocab_tokenizer(["好坏"], level="char")
+    features = [
+        {"input_ids": [2], "attention_mask": [1], "labels": 0},
+        {"input_ids": [2, 3], "attention_mask": [1, 1], "labels": 1},
+    ]
+    batch = ClassificationCollator(tokenizer, min_length=5)(features)
+    assert batch["input_ids"].tolist() == [[2, 0, 0, 0, 0], [2, 3, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
+    assert batch["labels"].tolist() == [0, 1]
+    assert ClassificationCollator(tokenizer, pad_to_multiple_of=8)(features)["input_ids"].shape == (2, 8)
+
+
+def test_textcnn_output_does_not_depend_on_padding():
+    torch.manual_seed(0)
+    config = TextCNNConfig(vocab_size=20, embedding_dim=8, kernel_sizes=[2, 3], num_filters=4, num_labels=3)
+    model = TextCNNForSequenceClassification(config).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 4, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    short = model(ids[:, :4], mask[:, :4]).logits
+    long_ = model(torch.nn.functional.pad(ids, (0, 10)), torch.nn.functional.pad(mask, (0, 10))).logits
+    assert torch.allclose(short, long_, atol=1e-6)
+    output = model(ids, mask, labels=torch.tensor([0, 2]))
+    assert output.logits.shape == (2, 3) and output.loss.ndim == 0 and output.loss > 0

@@ -1,0 +1,160 @@
+"""End-to-end training runs on the small fixture: outputs, best checkpoint, Auto classes, tiny BERT."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK_TEXTCNN, REPO
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel, BertTokenizer
+
+import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.train import main as train_main
+
+
+def best_eval_loss_step(trainer_state: dict) -> int:
+    evaluations = [entry for entry in trainer_state["log_history"] if "eval_loss" in entry]
+    return min(evaluations, key=lambda entry: entry["eval_loss"])["step"]
+
+
+def assert_run_outputs(run: Path) -> dict:
+    for name in ("best.json", "train_results.json", "eval_results.json", "test_results.json", "all_results.json"):
+        assert (run / name).is_file(), name
+    assert (run / "trainer_state.json").is_file()
+    assert (run / "best" / "model.safetensors").is_file()
+    assert (run / "best" / "config.json").is_file()
+    assert (run / "best" / "finetune_args.json").is_file()
+    pickles = [
+        p.name for p in run.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle") or p.name == "pytorch_model.bin"
+    ]
+    assert pickles == []
+
+    best = json.loads((run / "best.json").read_text())
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert best["metric"] == "eval_loss" and best["greater_is_better"] is False
+    assert best["step"] == best_eval_loss_step(state)
+    assert best["checkpoint"] == f"checkpoint-{best['step']}"
+    checkpoint = run / best["checkpoint"]
+    assert checkpoint.is_dir()
+    assert abs(best["value"] - min(e["eval_loss"] for e in state["log_history"] if "eval_loss" in e)) < 1e-9
+
+    best_weights = load_file(run / "best" / "model.safetensors")
+    checkpoint_weights = load_file(checkpoint / "model.safetensors")
+    assert best_weights.keys() == checkpoint_weights.keys()
+    for name, tensor in best_weights.items():
+        assert torch.equal(tensor, checkpoint_weights[name]), name
+
+    all_results = json.loads((run / "all_results.json").read_text())
+    for key in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1", "test_accuracy", "test_f1", "test_recall"):
+        assert key in all_results, key
+    return all_results
+
+
+def test_textcnn_end_to_end(data_args, tmp_path):
+    assert train_main(data_args + QUICK_TEXTCNN) == 0
+    run = tmp_path / "run"
+    results = assert_run_outputs(run)
+    assert results["test_accuracy"] >= 0.85  # the fixture is easy; chance is 0.5
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["model_type"] == "textcnn"
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+
+    # best/ loads through the Auto classes and classifies like the trained model did.
+    model = AutoModelForSequenceClassification.from_pretrained(run / "best")
+    tokenizer = AutoTokenizer.from_pretrained(run / "best")
+    assert type(model).__name__ == "TextCNNForSequenceClassification"
+    assert tokenizer.pad_token_id == 0 and tokenizer.convert_tokens_to_ids("[UNK]") == 1
+    batch = tokenizer(["房间很好，非常棒", "质量差，非常失望"], padding=True, return_tensors="pt")
+    batch = {k: torch.nn.functional.pad(v, (0, max(0, 3 - v.shape[1]))) for k, v in batch.items()}
+    with torch.no_grad():
+        predicted = model(**batch).logits.argmax(-1).tolist()
+    assert [model.config.id2label[i] for i in predicted] == ["positive", "negative"]
+
+
+def test_tokenizer_loads_without_finetune(data_args, tmp_path):
+    """AutoTokenizer needs nothing from this package to load a TextCNN run's tokenizer."""
+    assert train_main(data_args + QUICK_TEXTCNN + ["--num_train_epochs", "1"]) == 0
+    code = (
+        "import sys; from transformers import AutoTokenizer; "
+        f"t = AutoTokenizer.from_pretrained({str(tmp_path / 'run' / 'best')!r}); "
+        "assert 'finetune' not in sys.modules; print(t('很好')['input_ids'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    ids = json.loads(out.stdout)
+    assert len(ids) == 2 and all(i > 1 for i in ids)
+
+
+def test_best_checkpoint_survives_save_total_limit(data_args, tmp_path):
+    # With a "higher loss is better" rule the first evaluation wins, so later checkpoints rotate around it.
+    args = data_args + QUICK_TEXTCNN + ["--save_total_limit", "2", "--greater_is_better", "true"]
+    assert train_main(args) == 0
+    run = tmp_path / "run"
+    best = json.loads((run / "best.json").read_text())
+    state = json.loads((run / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_loss" in entry]
+    assert best["step"] == max(evaluations, key=lambda entry: entry["eval_loss"])["step"]
+    assert best["step"] != state["global_step"], "the fixture should make an early checkpoint the best"
+    kept = sorted(path.name for path in run.glob("checkpoint-*"))
+    assert kept == sorted([best["checkpoint"], f"checkpoint-{state['global_step']}"])
+
+
+def make_tiny_bert(directory: Path, texts: list[str]) -> Path:
+    """A randomly initialised 2-layer BERT with a character vocabulary, saved like a hub model."""
+    characters = sorted({character for text in texts for character in text})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters
+    directory.mkdir(parents=True)
+    BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}).save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_tiny_bert_end_to_end(data_args, reviews, tmp_path):
+    texts = [json.loads(line)["text"] for line in reviews["train"].read_text(encoding="utf-8").splitlines()]
+    model_dir = make_tiny_bert(tmp_path / "tiny-bert", texts)
+    args = data_args + [
+        "--model_type", "bert",
+        "--model_name_or_path", str(model_dir),
+        "--max_length", "32",
+        "--per_device_train_batch_size", "16",
+        "--learning_rate", "2e-3",
+        "--num_train_epochs", "4",
+    ]  # fmt: skip
+    assert train_main(args) == 0
+    results = assert_run_outputs(tmp_path / "run")
+    assert results["test_accuracy"] >= 0.8
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "best")
+    assert model.config.model_type == "bert" and model.config.label2id == {"negative": 0, "positive": 1}
+
+
+def test_script_and_subcommand_take_the_same_arguments(tmp_path):
+    command = [sys.executable, str(REPO / "finetune" / "train.py"), "--help"]
+    script_help = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    command = [sys.executable, "-m", "finetune", "train", "--help"]
+    subcommand_help = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert "--early_stopping_patience" in script_help and "--kernel_sizes" in script_help
+    assert script_help == subcommand_help
+
+
+@pytest.mark.parametrize("subcommand", sorted(__import__("finetune.cli").cli.SUBCOMMANDS))
+def test_every_subcommand_has_help(subcommand):
+    result = subprocess.run([sys.executable, "-m", "finetune", subcommand, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+def test_top_level_help():
+    result = subprocess.run([sys.executable, "-m", "finetune", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout
