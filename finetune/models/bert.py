@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from collections import Counter
+from collections.abc import Iterable
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "package:"
 
@@ -66,3 +71,53 @@ def load_pretrained_classifier(
         )
     except OSError as error:
         raise UserError(f"Could not load model {name_or_path!r}: {error}") from None
+
+
+def unknown_word_counts(tokenizer, texts: Iterable[str]) -> Counter:
+    """How often each pre-tokenized word of ``texts`` can only be read as the unknown token.
+
+    For BERT's tokenizers a word is a run of letters or digits, a punctuation mark, or one CJK character.
+    """
+    backend = tokenizer.backend_tokenizer
+    unknown_id = tokenizer.unk_token_id
+    counts: Counter = Counter()
+    known: dict[str, bool] = {}
+    for text in texts:
+        normalized = backend.normalizer.normalize_str(text) if backend.normalizer else text
+        words = backend.pre_tokenizer.pre_tokenize_str(normalized) if backend.pre_tokenizer else [(normalized, None)]
+        for word, _ in words:
+            if word not in known:
+                known[word] = all(token.id != unknown_id for token in backend.model.tokenize(word))
+            if not known[word]:
+                counts[word] += 1
+    return counts
+
+
+def extend_vocabulary(tokenizer, texts: Iterable[str], max_new_tokens: int, min_frequency: int = 1) -> list[str]:
+    """Adds the most frequent words of ``texts`` that the tokenizer reads as unknown, as whole tokens.
+
+    A pretrained English vocabulary reads most Chinese characters as [UNK]; adding them gives each its
+    own (newly initialised) embedding to learn. The model's embeddings must then be resized to
+    ``len(tokenizer)``.
+
+    Returns:
+        The added tokens, most frequent first.
+    """
+    if tokenizer.unk_token_id is None:
+        logger.info("extend_vocabulary: the tokenizer has no unknown token, so there is nothing to add")
+        return []
+    counts = unknown_word_counts(tokenizer, texts)
+    # Ties are broken by the token itself, so the same texts always give the same vocabulary.
+    ranked = sorted(
+        (item for item in counts.items() if item[1] >= min_frequency), key=lambda item: (-item[1], item[0])
+    )
+    new_tokens = [word for word, _ in ranked[:max_new_tokens]]
+    tokenizer.add_tokens(new_tokens)
+    covered = sum(counts[word] for word in new_tokens)
+    logger.info(
+        "extend_vocabulary: added %d tokens, covering %d of %d unknown word occurrences in the training texts",
+        len(new_tokens),
+        covered,
+        sum(counts.values()),
+    )
+    return new_tokens

