@@ -22,6 +22,7 @@ import datasets
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from finetune.config import DataArguments
 from finetune.errors import UserError
@@ -335,3 +336,20 @@ class ClassificationCollator:
                 if name in batch:
                     batch[name] = torch.nn.functional.pad(batch[name], (0, shortfall), value=value)
         return batch
+
+
+class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+    """Batches of similar lengths, served in random order: each example once per epoch, little padding.
+
+    transformers' LengthGroupedSampler sorts mega-batches of 50 batches by length and serves each one
+    from its longest batch to its shortest. Where length goes with the label (long reviews are more
+    often positive in the demo corpus), that sweep feeds the optimizer a drifting label mix and
+    training goes unstable; shuffling the order of the batches removes the drift and keeps the speed.
+    Randomness comes from torch's global generator, seeded alike on every process, as upstream.
+    """
+
+    def __iter__(self):
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        return iter([index for position in order for index in batches[position]])

@@ -23,12 +23,20 @@ import shutil
 import statistics
 import warnings
 
+import datasets
 import transformers
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
-from finetune.data import ClassificationCollator, RawData, default_cache_dir, load_raw_splits, tokenize_splits
+from finetune.data import (
+    ClassificationCollator,
+    RawData,
+    ShuffledLengthGroupedSampler,
+    default_cache_dir,
+    load_raw_splits,
+    tokenize_splits,
+)
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
@@ -45,7 +53,17 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 
 
 class Trainer(transformers.Trainer):
-    """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin)."""
+    """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
+    and serving length-grouped batches in random order (see ShuffledLengthGroupedSampler)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset):
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset.with_format(None)["input_ids"]]
+        return ShuffledLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
+        )
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

@@ -10,7 +10,13 @@ import torch
 from conftest import read_jsonl
 
 from finetune.config import DataArguments
-from finetune.data import ClassificationCollator, load_raw_splits, read_examples, tokenize_splits
+from finetune.data import (
+    ClassificationCollator,
+    ShuffledLengthGroupedSampler,
+    load_raw_splits,
+    read_examples,
+    tokenize_splits,
+)
 from finetune.errors import UserError
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.tokenizer import build_vocab_tokenizer
@@ -197,3 +203,20 @@ def test_textcnn_output_does_not_depend_on_padding():
     assert torch.allclose(short, long_, atol=1e-6)
     output = model(ids, mask, labels=torch.tensor([0, 2]))
     assert output.logits.shape == (2, 3) and output.loss.ndim == 0 and output.loss > 0
+
+
+def test_length_grouped_batches_hold_every_example_once_in_random_order():
+    torch.manual_seed(0)
+    lengths = [int(x) for x in torch.randint(1, 300, (1000,))]
+    sampler = ShuffledLengthGroupedSampler(16, lengths=lengths)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(1000)) and sorted(second) == list(range(1000))
+    assert first != second
+    batches = [first[i : i + 16] for i in range(0, 1000, 16)]
+    padded = sum(16 * max(lengths[i] for i in batch) for batch in batches)
+    random_order = list(torch.randperm(1000))
+    padded_random = sum(16 * max(lengths[i] for i in random_order[j : j + 16]) for j in range(0, 1000, 16))
+    assert padded < 0.75 * padded_random  # far less padding than random batches
+    # No long-to-short sweep: batch maxima are not sorted within the first 50 batches.
+    maxima = [max(lengths[i] for i in batch) for batch in batches[:50]]
+    assert maxima != sorted(maxima, reverse=True)
