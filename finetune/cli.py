@@ -15,6 +15,9 @@ from finetune.errors import UserError
 # subcommand -> (module with main(argv), one-line description)
 SUBCOMMANDS = {
     "train": ("finetune.train", "train a classifier and keep the best checkpoint by eval loss"),
+    "predict": ("finetune.predict", "classify the texts of a file or stdin with a trained model"),
+    "evaluate": ("finetune.evaluation", "metrics, per-class report and confusion matrix on a labelled file"),
+    "report": ("finetune.report", "plot a run's loss and metric curves and summarise it"),
 }
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,11 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
         import pyarrow.parquet as pq
 
         return list(enumerate(pq.read_table(path).to_pylist(), start=1))
-    text = decode_utf8(path)
+    return parse_records(decode_utf8(path), kind, path)
+
+
+def parse_records(text: str, kind: str, source: str | Path) -> list[tuple[int, dict]]:
+    """Parses the text of a csv, tsv, json, jsonl or txt file; errors name ``source`` and the line."""
     if kind in ("csv", "tsv"):
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if kind == "csv" else "\t")
         records = []
@@ -73,18 +78,18 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
             for record in reader:
                 if None in record:
                     raise UserError(
-                        f"{path}, line {reader.line_num}: more fields than the header has columns "
+                        f"{source}, line {reader.line_num}: more fields than the header has columns "
                         f"({', '.join(reader.fieldnames)}). Quote texts that contain the delimiter."
                     )
                 records.append((reader.line_num, record))
         except csv.Error as error:
-            raise UserError(f"{path}, line {reader.line_num}: {error}.") from None
+            raise UserError(f"{source}, line {reader.line_num}: {error}.") from None
         return records
     if kind == "json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UserError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}).") from None
+            raise UserError(f"{source}, line {error.lineno}: not valid JSON ({error.msg}).") from None
         return list(enumerate(rows, start=1))
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -93,16 +98,72 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
         if kind == "txt":
             text_part, tab, label = line.rpartition("\t")
             if not tab:
-                raise UserError(f"{path}, line {number}: expected text<TAB>label, found no tab.")
+                raise UserError(f"{source}, line {number}: expected text<TAB>label, found no tab.")
             records.append((number, {"text": text_part, "label": label}))
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
+            raise UserError(f"{source}, line {number}: not valid JSON ({error.msg}).") from None
         if not isinstance(record, dict):
-            raise UserError(f"{path}, line {number}: expected a JSON object, found {type(record).__name__}.")
+            raise UserError(f"{source}, line {number}: expected a JSON object, found {type(record).__name__}.")
         records.append((number, record))
+    return records
+
+
+def read_texts(path: str, text_columns: Sequence[str], kind: str | None = None) -> list[tuple[int, dict]]:
+    """Reads rows to classify (no labels needed) into (line or row number, record) pairs.
+
+    Args:
+        path: A data file, or ``-`` for standard input.
+        text_columns: The text column, and the text pair column if the model takes pairs; every row needs them.
+        kind: The format (csv, tsv, json, jsonl, parquet, txt); by default the file's extension, txt for stdin.
+            A txt file holds one text a line, stored under ``text_columns[0]``; blank lines are skipped. When
+            every line has a tab it is the training format ``text<TAB>label`` instead, and keeps its label.
+    """
+    if path == "-":
+        source, kind = "<stdin>", kind or "txt"
+        if kind == "parquet":
+            raise UserError("parquet cannot be read from standard input; pass the file's path.")
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise UserError(f"standard input is not valid UTF-8 ({error.reason}).") from None
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise UserError(f"Input file {source} does not exist.")
+        kind = kind or file_format(source)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return check_texts(list(enumerate(pq.read_table(source).to_pylist(), start=1)), text_columns, source)
+        text = decode_utf8(source)
+    if kind != "txt":
+        records = parse_records(text, kind, source)
+    else:
+        lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        if all("\t" in line for _, line in lines):  # text<TAB>label, the training format
+            records = [
+                (number, {text_columns[0]: record["text"], "label": record["label"]})
+                for number, record in parse_records(text, kind, source)
+            ]
+        else:
+            records = [(number, {text_columns[0]: line}) for number, line in lines]
+    return check_texts(records, text_columns, source)
+
+
+def check_texts(records: list[tuple[int, dict]], text_columns: Sequence[str], source) -> list[tuple[int, dict]]:
+    """Every record has each text column, as a string; the first one lacking it is an error naming the line."""
+    for number, record in records:
+        for column in text_columns:
+            if column not in record or record[column] is None:
+                raise UserError(
+                    f"{source}, line {number}: no {column!r} (found: {', '.join(map(str, record))}). "
+                    "Pass --text_column with the name your file uses."
+                )
+            if not isinstance(record[column], str):
+                raise UserError(f"{source}, line {number}: {column!r} must be text, found {record[column]!r}.")
     return records
 
 

@@ -28,6 +28,7 @@ import transformers
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
+from finetune.checkpoints import ARGS_FILE, BEST_DIR, BEST_FILE, EVALUATION_DIR
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
 from finetune.data import (
     ClassificationCollator,
@@ -39,15 +40,14 @@ from finetune.data import (
 )
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
+from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
+from finetune.report import CURVES_FILE, plot_curves, read_history
 from finetune.tokenizer import build_vocab_tokenizer
 
 logger = logging.getLogger("finetune")
 
-BEST_DIR = "best"
-BEST_FILE = "best.json"
-ARGS_FILE = "finetune_args.json"
 SEEDS_FILE = "seeds_results.json"
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
 
@@ -126,11 +126,12 @@ def clear_previous_run(output_dir: Path) -> None:
     """Removes what an earlier run left in output_dir (only asked for with overwrite_output_dir)."""
     for checkpoint in output_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
-    if (output_dir / BEST_DIR).is_dir():
-        shutil.rmtree(output_dir / BEST_DIR)
+    for directory in (BEST_DIR, EVALUATION_DIR):
+        if (output_dir / directory).is_dir():
+            shutil.rmtree(output_dir / directory)
     for seed_run in output_dir.glob("seed-*"):
         shutil.rmtree(seed_run)
-    for name in (BEST_FILE, SEEDS_FILE, "trainer_state.json", *RESULT_FILES):
+    for name in (BEST_FILE, SEEDS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -256,7 +257,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             test_metrics["test_f1"],
             test_metrics["test_loss"],
         )
-    return {**train_metrics, **eval_metrics, **test_metrics}
+    results = {**train_metrics, **eval_metrics, **test_metrics}
+    if trainer.is_world_process_zero():
+        write_model_card(output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results)
+        logger.info("curves: %s", plot_curves(read_history(output_dir)))
+    return results
 
 
 def train_seeds(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:

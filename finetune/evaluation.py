@@ -1,0 +1,195 @@
+"""Score a trained model on a labelled file: accuracy, macro and weighted F1 / precision / recall, a per-class
+report and a confusion matrix, printed as tables and written to JSON (the confusion matrix also to PNG).
+
+    finetune evaluate --model outputs/textcnn --test_file data/chinese_sentiment/test.jsonl
+    finetune evaluate --model outputs/textcnn/checkpoint-120 --test_file test.csv --output results/test.json
+
+Labels are matched by name through the model's ``label2id``; a label the model does not know is an error.
+By default the results go to MODEL/evaluation/<test file stem>.json and <stem>_confusion_matrix.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from finetune.checkpoints import EVALUATION_DIR
+from finetune.data import read_examples
+from finetune.errors import UserError
+from finetune.metrics import classification_scores
+from finetune.predict import Classifier, add_model_arguments
+
+AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
+
+
+def evaluate_predictions(references: list[int], predictions: list[int], label_names: list[str]) -> dict:
+    """Scores of class-id predictions against references.
+
+    Returns:
+        ``metrics`` (accuracy; f1, precision, recall as macro averages; their ``_weighted`` averages),
+        ``per_class`` (precision, recall, f1, support by label name) and ``confusion_matrix`` (``labels``
+        and ``matrix``, rows true labels, columns predicted ones).
+    """
+    metrics = classification_scores(predictions, references)
+    matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(references), np.asarray(predictions)), 1)
+    correct = np.diag(matrix).astype(float)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(label_names)
+    }
+    return {
+        "metrics": {name: metrics[name] for name in AVERAGES},
+        "per_class": per_class,
+        "confusion_matrix": {"labels": label_names, "matrix": matrix.tolist()},
+    }
+
+
+def format_report(results: dict) -> str:
+    """The per-class report and the confusion matrix as plain-text tables."""
+    metrics, per_class = results["metrics"], results["per_class"]
+    labels = results["confusion_matrix"]["labels"]
+    width = max(12, *(len(label) for label in labels))
+    total = sum(scores["support"] for scores in per_class.values())
+    lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
+    for label, scores in per_class.items():
+        lines.append(
+            f"{label:<{width}} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
+            f"{scores['support']:>9}"
+        )
+    lines.append("")
+    lines.append(f"{'accuracy':<{width}} {'':>9} {'':>9} {metrics['accuracy']:>9.4f} {total:>9}")
+    for name, suffix in (("macro avg", ""), ("weighted avg", "_weighted")):
+        lines.append(
+            f"{name:<{width}} {metrics['precision' + suffix]:>9.4f} {metrics['recall' + suffix]:>9.4f} "
+            f"{metrics['f1' + suffix]:>9.4f} {total:>9}"
+        )
+    cell = max(7, *(len(label) for label in labels))
+    lines += ["", "confusion matrix (rows: true label, columns: predicted label)"]
+    lines.append(f"{'':<{width}} " + " ".join(f"{label:>{cell}}" for label in labels))
+    for label, row in zip(labels, results["confusion_matrix"]["matrix"], strict=True):
+        lines.append(f"{label:<{width}} " + " ".join(f"{count:>{cell}}" for count in row))
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
+    """Saves the confusion matrix as a PNG heat map with the counts written in the cells."""
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix)
+    size = min(4 + 0.5 * len(labels), 16)
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted label")
+    axes.set_ylabel("true label")
+    axes.set_title(title or "confusion matrix")
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, column), count in np.ndenumerate(counts):
+        color = "white" if count > threshold else "black"
+        axes.text(column, row, str(count), ha="center", va="center", color=color)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune evaluate",
+        description="Score a trained model on a labelled file: accuracy, macro and weighted F1, precision and "
+        "recall, a per-class report and a confusion matrix.",
+        epilog="Example: finetune evaluate --model outputs/textcnn --test_file data/chinese_sentiment/test.jsonl",
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--test_file", required=True, help="labelled data: csv, tsv, json, jsonl, parquet or txt (text<TAB>label)"
+    )
+    parser.add_argument("--label_column", help="column holding the label (default: the run's, else 'label')")
+    parser.add_argument(
+        "--output",
+        help="JSON file for the results (default: MODEL/evaluation/<test file stem>.json); the confusion matrix "
+        "PNG goes next to it",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
+    classifier = Classifier.load(args.model, args.device, args.max_length)
+    # read_examples reads only these three fields of DataArguments, whose other fields belong to training.
+    columns = SimpleNamespace(
+        text_column=args.text_column or classifier.text_column,
+        text_pair_column=args.text_pair_column or classifier.text_pair_column,
+        label_column=args.label_column or classifier.label_column,
+    )
+    examples = read_examples(args.test_file, columns)
+    labels = [str(label) for label in examples[columns.label_column]]
+    label2id = classifier.label2id
+    unknown = sorted(set(labels) - set(label2id))
+    if unknown:
+        raise UserError(
+            f"{args.test_file}: label(s) the model does not know: {', '.join(map(repr, unknown))}. "
+            f"The model's labels: {', '.join(map(repr, label2id))}."
+        )
+
+    texts = examples[columns.text_column]
+    pairs = examples[columns.text_pair_column] if columns.text_pair_column else None
+    probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=True)
+    references = np.array([label2id[label] for label in labels])
+    predictions = probabilities.argmax(axis=1)
+    label_names = [classifier.id2label[index] for index in range(len(label2id))]
+    results = evaluate_predictions(references.tolist(), predictions.tolist(), label_names)
+    true_class_probabilities = probabilities[np.arange(len(references)), references]
+    results["metrics"]["loss"] = float(-np.log(np.clip(true_class_probabilities, 1e-12, None)).mean())
+
+    test_name = Path(args.test_file).name
+    output = Path(args.output) if args.output else Path(args.model) / EVALUATION_DIR / f"{Path(test_name).stem}.json"
+    png = output.with_name(f"{output.stem}_confusion_matrix.png")
+    plot_confusion_matrix(
+        results["confusion_matrix"]["matrix"], label_names, png, title=f"{test_name} ({len(labels)})"
+    )
+    document = {
+        "model": str(classifier.model_dir),
+        "test_file": str(args.test_file),
+        "samples": len(labels),
+        **results,
+        "confusion_matrix_png": str(png),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    metrics = results["metrics"]
+    print(f"{args.test_file}: {len(labels)} examples, model {classifier.model_dir}")
+    print(
+        f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1']:.4f}  weighted-F1 {metrics['f1_weighted']:.4f}  "
+        f"loss {metrics['loss']:.4f}\n"
+    )
+    print(format_report(results))
+    print(f"\nwrote {output} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    from finetune.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:]))

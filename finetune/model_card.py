@@ -1,0 +1,208 @@
+"""The model card of a run's best checkpoint, best/README.md, in the Hugging Face layout: YAML metadata, then
+the model, its uses, the data (files and their sha256), the hyperparameters, the training results and the
+eval / test metrics. Training writes it at the end of every run, once the test metrics are known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
+
+from finetune.config import EVAL_METRICS, DataArguments, ModelArguments, TrainingArguments
+
+CARD_FILE = "README.md"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def metric_lines(metrics: dict, prefix: str) -> list[str]:
+    """``- Accuracy: 0.9200`` lines for the quality metrics with the given prefix (eval or test)."""
+    lines = []
+    for name in EVAL_METRICS:
+        value = metrics.get(f"{prefix}_{name}")
+        if value is not None:
+            lines.append(f"- {name.capitalize()}: {value:.4f}")
+    return lines
+
+
+def base_model_id(model_args: ModelArguments) -> str | None:
+    """The hub id of the pretrained model, for the metadata; None for TextCNN, local directories and packages."""
+    name = model_args.model_name_or_path
+    if model_args.model_type != "bert" or not name or name.startswith("package:") or Path(name).exists():
+        return None
+    return name
+
+
+def data_table(data_args: DataArguments, metrics: dict) -> str:
+    if data_args.dataset_name:
+        config = f" (configuration {data_args.dataset_config_name})" if data_args.dataset_config_name else ""
+        return f"The dataset `{data_args.dataset_name}`{config}, from `datasets.load_dataset`.\n"
+    rows = ["| split | file | examples | sha256 |", "|:--|:--|--:|:--|"]
+    files = (
+        ("train", data_args.train_file, "train_samples"),
+        ("validation", data_args.validation_file, "eval_samples"),
+        ("test", data_args.test_file, "test_samples"),
+    )
+    for split, path, count in files:
+        if path:
+            rows.append(f"| {split} | `{path}` | {metrics.get(count, '')} | `{file_sha256(path)}` |")
+    if not data_args.validation_file:
+        rows.append(
+            f"| validation | {data_args.validation_split_percentage}% of the training file, held out (seeded) | "
+            f"{metrics.get('eval_samples', '')} | |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def model_description(trainer, model_args: ModelArguments, data_args: DataArguments) -> str:
+    config = trainer.model.config
+    labels = ", ".join(f"{index} `{label}`" for index, label in sorted(config.id2label.items()))
+    if model_args.model_type == "textcnn":
+        architecture = (
+            f"A TextCNN (`TextCNNForSequenceClassification` of the finetune package): {config.embedding_dim}-dimensional "
+            f"embeddings of a {model_args.tokenizer_level}-level vocabulary of {config.vocab_size} tokens built from "
+            f"the training texts, {config.num_filters} filters for each kernel size {config.kernel_sizes}, max over "
+            f"time, dropout {config.dropout}, and a linear classifier."
+        )
+    else:
+        architecture = (
+            f"`{type(trainer.model).__name__}`: the pretrained encoder `{model_args.model_name_or_path}` with a new "
+            "classification head, fine-tuned as a whole."
+        )
+    return (
+        f"{architecture}\n\n"
+        f"- Labels (id and name): {labels}\n"
+        f"- Parameters: {trainer.model.num_parameters():,}\n"
+        f"- Input: the `{data_args.text_column}` column"
+        + (f" with `{data_args.text_pair_column}` as the second text" if data_args.text_pair_column else "")
+        + f", at most {data_args.max_length} tokens (truncated on the {data_args.truncation_side})\n"
+    )
+
+
+def build_model_card(
+    trainer,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    best: dict,
+    metrics: dict,
+) -> str:
+    """The card's text.
+
+    Args:
+        trainer: The Trainer after training, for the model, the hyperparameters and the log history.
+        best: The run's best.json.
+        metrics: The run's results, as written to all_results.json (train_, eval_ and test_ keys).
+    """
+    output_dir = Path(training_args.output_dir)
+    name = output_dir.name
+    base_model = base_model_id(model_args)
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["finetune", model_args.model_type, "text-classification", "generated_from_trainer"],
+    }
+    if base_model:
+        metadata["base_model"] = base_model
+    metadata["metrics"] = [name for name in EVAL_METRICS if name != "loss"]
+
+    if model_args.model_type == "textcnn":
+        origin = "a TextCNN trained from scratch"
+    else:
+        origin = f"a fine-tuned version of `{model_args.model_name_or_path}`"
+    data = f"`{data_args.train_file}`" if data_args.train_file else f"the `{data_args.dataset_name}` dataset"
+    card = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", ""]
+    card.append(f"This model is {origin} on {data}.")
+    checkpoint = f", {best['checkpoint']}" if best.get("checkpoint") else ""
+    card += ["", f"It achieves the following results on the evaluation set (the best checkpoint{checkpoint}):"]
+    card += metric_lines(metrics, "eval")
+    if any(key.startswith("test_") for key in metrics):
+        card += ["", f"and on the test set (`{data_args.test_file or 'test'}`):", *metric_lines(metrics, "test")]
+
+    import_line = (
+        "import finetune  # registers TextCNN with the Auto classes\n" if model_args.model_type == "textcnn" else ""
+    )
+    card += [
+        "",
+        "## Model description",
+        "",
+        model_description(trainer, model_args, data_args),
+        "## Intended uses & limitations",
+        "",
+        "Classifying texts like the training data into the labels above. It has been evaluated only on the data "
+        "below. In Python:",
+        "",
+        "```python",
+        f"{import_line}from transformers import pipeline",
+        "",
+        f'classifier = pipeline("text-classification", model="{output_dir / best.get("best_dir", "best")}")',
+        "```",
+        "",
+        "or from the command line:",
+        "",
+        "```bash",
+        f"finetune predict --model {output_dir} --input texts.txt --output predictions.jsonl",
+        f"finetune evaluate --model {output_dir} --test_file test.jsonl",
+        "```",
+        "",
+        "## Training and evaluation data",
+        "",
+        data_table(data_args, metrics),
+        "## Training procedure",
+        "",
+        "### Training hyperparameters",
+        "",
+        "The following hyperparameters were used during training:",
+    ]
+    hyperparameters = extract_hyperparameters_from_trainer(trainer)
+    hyperparameters["max_length"] = data_args.max_length
+    hyperparameters["metric_for_best_model"] = training_args.metric_for_best_model
+    if training_args.early_stopping_patience is not None:
+        hyperparameters["early_stopping_patience"] = training_args.early_stopping_patience
+    card += [f"- {key}: {value}" for key, value in hyperparameters.items()]
+    _, evaluation_lines, _ = parse_log_history(trainer.state.log_history)
+    if evaluation_lines:
+        card += ["", "### Training results", "", make_markdown_table(evaluation_lines).rstrip()]
+    card += ["", "### Framework versions", "", *framework_versions(), ""]
+    return "\n".join(card)
+
+
+def framework_versions() -> list[str]:
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    from finetune import __version__
+
+    return [
+        f"- finetune {__version__}",
+        f"- Transformers {transformers.__version__}",
+        f"- Pytorch {torch.__version__}",
+        f"- Datasets {datasets.__version__}",
+        f"- Tokenizers {tokenizers.__version__}",
+    ]
+
+
+def write_model_card(
+    best_dir: str | Path,
+    trainer,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    best: dict,
+    metrics: dict,
+) -> Path:
+    """Writes best/README.md; see ``build_model_card``."""
+    path = Path(best_dir) / CARD_FILE
+    path.write_text(build_model_card(trainer, model_args, data_args, training_args, best, metrics), encoding="utf-8")
+    return path

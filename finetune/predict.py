@@ -1,0 +1,283 @@
+"""Classify texts with a trained model: one output row per input row, in input order.
+
+    finetune predict --model outputs/textcnn --input reviews.txt                     # jsonl on stdout
+    finetune predict --model outputs/textcnn --input data/chinese_sentiment/test.jsonl --output predictions.csv
+    echo "房间很干净，服务也好" | finetune predict --model outputs/textcnn --input -
+    finetune predict --model outputs/textcnn/best --input reviews.csv --output out.jsonl --top_k all
+
+``--model`` takes a run's output_dir (its best checkpoint), best/, checkpoint-N or any ``save_pretrained``
+directory. The output holds the input's columns plus ``label`` (the predicted label's name) and ``score`` (its
+probability); ``--top_k N`` adds the N most likely labels as ``top_k``, ``--top_k all`` every label's probability
+as ``probabilities``. Input columns that share these names are kept as ``input_<name>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.checkpoints import resolve_model_dir, run_arguments
+from finetune.data import FORMATS, ClassificationCollator, read_texts
+from finetune.errors import UserError
+
+# Texts are sorted by length within chunks of this many batches: batches of similar lengths, little padding,
+# and memory for the token ids of one chunk only.
+BATCHES_PER_CHUNK = 50
+LONGEST_DEFAULT_MAX_LENGTH = 512
+OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; by default the first GPU when there is one, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+@dataclass
+class Classifier:
+    """A trained model with its tokenizer, and the text settings of the run that trained it."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    model_dir: Path
+    device: torch.device
+    max_length: int
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+
+    @classmethod
+    def load(cls, model: str | Path, device: str | None = None, max_length: int | None = None) -> Classifier:
+        """Loads the model ``--model`` names (see ``resolve_model_dir``) onto ``device``.
+
+        Args:
+            model: A run's output_dir, best/, checkpoint-N or a ``save_pretrained`` directory.
+            device: cpu, cuda or cuda:N; by default a GPU when there is one.
+            max_length: Tokens kept per text; by default the run's max_length, else the tokenizer's (at most 512).
+        """
+        model_dir = resolve_model_dir(model)
+        torch_device = resolve_device(device)
+        bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" on every call is noise here
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            network = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        except (OSError, ValueError) as error:
+            raise UserError(f"Could not load a classifier from {model_dir}: {error}") from None
+        finally:
+            if bars_were_on:
+                transformers.utils.logging.enable_progress_bar()
+        data = run_arguments(model_dir).get("data", {})
+        tokenizer.truncation_side = data.get("truncation_side", tokenizer.truncation_side)
+        if max_length is None:
+            max_length = data.get("max_length") or min(tokenizer.model_max_length, LONGEST_DEFAULT_MAX_LENGTH)
+        return cls(
+            model=network.to(torch_device).eval(),
+            tokenizer=tokenizer,
+            model_dir=model_dir,
+            device=torch_device,
+            max_length=max_length,
+            text_column=data.get("text_column", "text"),
+            text_pair_column=data.get("text_pair_column"),
+            label_column=data.get("label_column", "label"),
+        )
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(index): str(label) for index, label in self.model.config.id2label.items()}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: index for index, label in self.id2label.items()}
+
+    def probabilities(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
+        """Class probabilities, ``(len(texts), num_labels)``, row i for texts[i].
+
+        Texts are sorted by token length inside the batcher so each batch is padded little; the rows come
+        back in input order.
+        """
+        probabilities = np.zeros((len(texts), self.model.config.num_labels))
+        collator = ClassificationCollator(self.tokenizer)
+        chunk_size = batch_size * BATCHES_PER_CHUNK
+        with tqdm(total=len(texts), unit="text", disable=not progress, file=sys.stderr) as bar, torch.inference_mode():
+            for start in range(0, len(texts), chunk_size):
+                stop = min(start + chunk_size, len(texts))
+                chunk_pairs = pairs[start:stop] if pairs is not None else None
+                encoded = self.tokenizer(texts[start:stop], chunk_pairs, truncation=True, max_length=self.max_length)
+                names = [name for name in self.tokenizer.model_input_names if name in encoded]
+                order = sorted(range(stop - start), key=lambda row: len(encoded["input_ids"][row]))
+                for batch_start in range(0, len(order), batch_size):
+                    rows = order[batch_start : batch_start + batch_size]
+                    batch = collator([{name: encoded[name][row] for name in names} for row in rows])
+                    logits = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
+                    probabilities[[start + row for row in rows]] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+                    bar.update(len(rows))
+        return probabilities
+
+
+def prediction_columns(
+    probabilities: np.ndarray, id2label: dict[int, str], top_k: int = 1
+) -> tuple[list[str], list[dict]]:
+    """The columns prediction adds to each row: label and score, plus top_k (``top_k`` > 1) or probabilities (0)."""
+    names = ["label", "score"] + (["probabilities"] if top_k == 0 else ["top_k"] if top_k > 1 else [])
+    columns = []
+    for row in probabilities:
+        best = int(row.argmax())
+        values = {"label": id2label[best], "score": float(row[best])}
+        if top_k == 0:
+            values["probabilities"] = {id2label[index]: float(p) for index, p in enumerate(row)}
+        elif top_k > 1:
+            ranked = np.argsort(-row, kind="stable")[:top_k]
+            values["top_k"] = [{"label": id2label[int(index)], "score": float(row[index])} for index in ranked]
+        columns.append(values)
+    return names, columns
+
+
+def merge_rows(records: list[dict], predictions: list[dict], added: list[str]) -> list[dict]:
+    """Input rows with the prediction columns after them; an input column of the same name becomes input_<name>."""
+    rows = []
+    for record, prediction in zip(records, predictions, strict=True):
+        row = {(f"input_{name}" if name in added else name): value for name, value in record.items()}
+        rows.append({**row, **prediction})
+    return rows
+
+
+def output_format(output: str | None) -> str:
+    if output is None or output == "-":
+        return "jsonl"
+    suffix = Path(output).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UserError(f"--output {output}: unsupported extension {suffix!r}; use .jsonl, .csv or .tsv.")
+    return OUTPUT_FORMATS[suffix]
+
+
+def write_rows(rows: list[dict], output: str | None) -> None:
+    """jsonl, csv or tsv by the output's extension; stdout (jsonl) without one. csv cells hold lists as JSON."""
+    kind = output_format(output)
+    stream = sys.stdout if output is None or output == "-" else open(output, "w", encoding="utf-8", newline="")
+    try:
+        if kind == "jsonl":
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
+        fieldnames = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(stream, fieldnames=fieldnames, delimiter="," if kind == "csv" else "\t")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    name: json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+                    for name, value in row.items()
+                }
+            )
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+def parse_top_k(value: str) -> int:
+    if value == "all":
+        return 0
+    try:
+        top_k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
+    if top_k < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {top_k}")
+    return top_k
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options predict and evaluate share: which model, where it runs, how texts are cut."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a run's output_dir (its best checkpoint, named in best.json), a best/ or checkpoint-N folder, "
+        "or any save_pretrained directory",
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default: 64)")
+    parser.add_argument(
+        "--max_length",
+        type=int,
+        help="tokens kept per text (default: the run's max_length, else the tokenizer's, at most 512)",
+    )
+    parser.add_argument("--text_column", help="column holding the text (default: the run's, else 'text')")
+    parser.add_argument("--text_pair_column", help="second text column of a sentence-pair model (default: the run's)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune predict",
+        description="Classify the texts of a file (or stdin) with a trained model; output rows follow input order.",
+        epilog="Example: finetune predict --model outputs/textcnn --input reviews.txt --output predictions.csv",
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="csv, tsv, json, jsonl, parquet, or txt (one text a line); '-' reads standard input (txt by default)",
+    )
+    parser.add_argument(
+        "--input_format", choices=sorted(set(FORMATS.values())), help="format of --input (default: its extension)"
+    )
+    parser.add_argument("--output", help="a .jsonl, .csv or .tsv file (default: jsonl on standard output)")
+    parser.add_argument(
+        "--top_k",
+        type=parse_top_k,
+        default=1,
+        help="also list the N most likely labels with their scores (top_k), or 'all' (or 0) for every label's "
+        "probability (probabilities). Default: 1, the predicted label and its score only",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    output_format(args.output)  # an unsupported extension fails before the model is loaded
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
+    classifier = Classifier.load(args.model, args.device, args.max_length)
+    text_column = args.text_column or classifier.text_column
+    pair_column = args.text_pair_column or classifier.text_pair_column
+    text_columns = [text_column, pair_column] if pair_column else [text_column]
+    records = [record for _, record in read_texts(args.input, text_columns, args.input_format)]
+    if not records:
+        raise UserError(f"{args.input} holds no texts.")
+    texts = [record[text_column] for record in records]
+    pairs = [record[pair_column] for record in records] if pair_column else None
+    probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=args.input != "-")
+    added, predictions = prediction_columns(probabilities, classifier.id2label, args.top_k)
+    write_rows(merge_rows(records, predictions, added), args.output)
+    if args.output and args.output != "-":
+        print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from finetune.cli import run_command
+
+    sys.exit(run_command(main, sys.argv[1:]))

@@ -1,0 +1,260 @@
+"""finetune predict and finetune evaluate on a real TextCNN run (and a tiny BERT run for pipeline), plus --model."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURES, QUICK_TEXTCNN, read_jsonl
+from sklearn import metrics as sklearn_metrics
+from test_train import make_tiny_bert
+from transformers import pipeline
+
+import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.checkpoints import resolve_model_dir
+from finetune.cli import main as cli_main
+from finetune.errors import UserError
+from finetune.evaluation import main as evaluate_main
+from finetune.predict import main as predict_main
+from finetune.train import main as train_main
+
+TEST_FILE = FIXTURES / "reviews_test.jsonl"
+
+
+def train_run(directory: Path, extra: list[str]) -> Path:
+    flags = [
+        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
+        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
+        "--test_file", str(TEST_FILE),
+        "--cache_dir", str(directory / "cache"),
+        "--output_dir", str(directory / "run"),
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    assert train_main(flags + extra) == 0
+    return directory / "run"
+
+
+@pytest.fixture(scope="module")
+def textcnn_run(tmp_path_factory) -> Path:
+    return train_run(tmp_path_factory.mktemp("textcnn"), QUICK_TEXTCNN)
+
+
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("bert")
+    model_dir = make_tiny_bert(
+        directory / "tiny-bert", [row["text"] for row in read_jsonl(FIXTURES / "reviews_train.jsonl")]
+    )
+    extra = [
+        "--model_type", "bert",
+        "--model_name_or_path", str(model_dir),
+        "--max_length", "32",
+        "--per_device_train_batch_size", "16",
+        "--learning_rate", "2e-3",
+        "--num_train_epochs", "2",
+    ]  # fmt: skip
+    return train_run(directory, extra)
+
+
+def predict(argv: list[str], output: Path) -> list[dict]:
+    """Runs predict in-process into ``output`` (.jsonl or .csv) and reads the rows back."""
+    assert predict_main(argv + ["--output", str(output)]) == 0
+    if output.suffix == ".csv":
+        with output.open(encoding="utf-8", newline="") as file:
+            return list(csv.DictReader(file))
+    return read_jsonl(output)
+
+
+def test_every_input_format_gives_the_same_labels_in_input_order(textcnn_run, tmp_path):
+    rows = read_jsonl(TEST_FILE)
+    texts = [row["text"] for row in rows]
+    with (tmp_path / "test.csv").open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["id", "text", "label"])
+        writer.writeheader()
+        writer.writerows({"id": index, **row} for index, row in enumerate(rows))
+    (tmp_path / "test.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+
+    model = ["--model", str(textcnn_run)]
+    from_jsonl = predict(model + ["--input", str(TEST_FILE)], tmp_path / "jsonl.jsonl")
+    from_csv = predict(model + ["--input", str(tmp_path / "test.csv")], tmp_path / "csv.csv")
+    from_txt = predict(model + ["--input", str(tmp_path / "test.txt")], tmp_path / "txt.jsonl")
+    stdin = subprocess.run(
+        [sys.executable, "-m", "finetune", "predict", *model, "--input", "-"],
+        input="\n".join(texts) + "\n",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    )
+    from_stdin = [json.loads(line) for line in stdin.stdout.splitlines()]
+
+    labels = [row["label"] for row in from_jsonl]
+    assert set(labels) == {"negative", "positive"}
+    for predicted in (from_csv, from_txt, from_stdin):
+        assert [row["text"] for row in predicted] == texts  # output order is input order
+        assert [row["label"] for row in predicted] == labels
+    # Input columns are kept; the input's own label column does not collide with the predicted one.
+    assert [row["id"] for row in from_csv] == [str(index) for index in range(len(rows))]
+    assert [row["input_label"] for row in from_jsonl] == [row["label"] for row in rows]
+    assert sum(row["label"] == row["input_label"] for row in from_jsonl) / len(rows) >= 0.85
+    assert [float(row["score"]) for row in from_csv] == pytest.approx([row["score"] for row in from_jsonl], abs=1e-6)
+
+
+def test_length_sorted_batches_come_back_in_input_order(textcnn_run, tmp_path):
+    # Lengths that zigzag, so that sorting inside the batcher reorders everything, over several chunks.
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)]
+    texts = [text * (1 + index % 4) for index, text in enumerate(texts)]
+    (tmp_path / "texts.txt").write_text("\n".join(texts), encoding="utf-8")
+    model = ["--model", str(textcnn_run), "--input", str(tmp_path / "texts.txt")]
+    batched = predict(model + ["--batch_size", "3", "--top_k", "all"], tmp_path / "batched.jsonl")
+    one_by_one = predict(model + ["--batch_size", "1", "--top_k", "all"], tmp_path / "single.jsonl")
+    assert [row["text"] for row in batched] == texts
+    for row, alone in zip(batched, one_by_one, strict=True):
+        assert row["label"] == alone["label"]
+        assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+
+
+def test_top_k(textcnn_run, tmp_path, capsys):
+    model = ["--model", str(textcnn_run), "--input", str(TEST_FILE)]
+    assert predict_main(model + ["--top_k", "all"]) == 0  # jsonl on stdout
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 50
+    for row in rows:
+        probabilities = row["probabilities"]
+        assert set(probabilities) == {"negative", "positive"}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+        assert row["label"] == max(probabilities, key=probabilities.get)
+        assert row["score"] == probabilities[row["label"]]
+
+    two = predict(model + ["--top_k", "2"], tmp_path / "top2.csv")
+    for row in two:
+        ranked = json.loads(row["top_k"])  # csv cells hold lists as JSON
+        assert [entry["label"] for entry in ranked][0] == row["label"]
+        assert ranked[0]["score"] >= ranked[1]["score"]
+        assert sum(entry["score"] for entry in ranked) == pytest.approx(1.0)
+
+
+def test_model_resolution(textcnn_run, tmp_path):
+    best = json.loads((textcnn_run / "best.json").read_text())
+    assert resolve_model_dir(textcnn_run) == textcnn_run / "best"
+    assert resolve_model_dir(textcnn_run / "best") == textcnn_run / "best"
+    assert resolve_model_dir(textcnn_run / best["checkpoint"]) == textcnn_run / best["checkpoint"]
+
+    # The run, its best/ and the best checkpoint are the same model.
+    outputs = [
+        predict(["--model", str(model), "--input", str(TEST_FILE)], tmp_path / f"{index}.jsonl")
+        for index, model in enumerate([textcnn_run, textcnn_run / "best", textcnn_run / best["checkpoint"]])
+    ]
+    assert outputs[0] == outputs[1] == outputs[2]
+
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_model_dir(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"has no best\.json and no config\.json.*checkpoint-"):
+        (tmp_path / "interrupted" / "checkpoint-5").mkdir(parents=True)
+        resolve_model_dir(tmp_path / "interrupted")
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(textcnn_run / "best", incomplete)
+    (incomplete / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"incomplete: no model weights"):
+        resolve_model_dir(incomplete)
+    no_best_dir = tmp_path / "moved"
+    no_best_dir.mkdir()
+    shutil.copy(textcnn_run / "best.json", no_best_dir)
+    with pytest.raises(UserError, match=rf"which does not exist; pass --model .*{best['checkpoint']}"):
+        resolve_model_dir(no_best_dir)
+
+
+def test_user_errors_exit_2(textcnn_run, tmp_path, capsys):
+    model = ["--model", str(textcnn_run)]
+    assert cli_main(["predict", "--model", str(tmp_path), "--input", str(TEST_FILE)]) == 2
+    assert "has no best.json and no config.json" in capsys.readouterr().err
+    assert cli_main(["predict", *model, "--input", str(TEST_FILE), "--output", "out.xlsx"]) == 2
+    assert "unsupported extension '.xlsx'" in capsys.readouterr().err
+    assert cli_main(["predict", *model, "--input", str(TEST_FILE), "--text_column", "review"]) == 2
+    assert "line 1: no 'review'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli_main(["predict", *model, "--input", str(TEST_FILE), "--device", "cuda:1"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_evaluate_matches_scikit_learn(textcnn_run, tmp_path, capsys):
+    assert evaluate_main(["--model", str(textcnn_run), "--test_file", str(TEST_FILE)]) == 0
+    printed = capsys.readouterr().out
+    results_path = textcnn_run / "evaluation" / "reviews_test.json"
+    results = json.loads(results_path.read_text())
+    assert Path(results["confusion_matrix_png"]).read_bytes().startswith(b"\x89PNG")
+    assert "confusion matrix" in printed and "weighted avg" in printed
+
+    # The same predictions, from predict.
+    rows = predict(["--model", str(textcnn_run), "--input", str(TEST_FILE)], tmp_path / "predictions.jsonl")
+    y_true, y_pred = [row["input_label"] for row in rows], [row["label"] for row in rows]
+    labels = results["confusion_matrix"]["labels"]
+    assert labels == ["negative", "positive"]
+    scores = results["metrics"]
+    assert results["samples"] == 50
+    assert scores["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
+    for average, suffix in (("macro", ""), ("weighted", "_weighted")):
+        assert scores["f1" + suffix] == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, average=average))
+        assert scores["precision" + suffix] == pytest.approx(
+            sklearn_metrics.precision_score(y_true, y_pred, average=average, zero_division=0)
+        )
+        assert scores["recall" + suffix] == pytest.approx(
+            sklearn_metrics.recall_score(y_true, y_pred, average=average)
+        )
+    precision, recall, f1, support = sklearn_metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    for index, label in enumerate(labels):
+        per_class = results["per_class"][label]
+        assert per_class["precision"] == pytest.approx(precision[index])
+        assert per_class["recall"] == pytest.approx(recall[index])
+        assert per_class["f1"] == pytest.approx(f1[index])
+        assert per_class["support"] == support[index]
+    assert (
+        results["confusion_matrix"]["matrix"]
+        == sklearn_metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    )
+
+    # And the same numbers as the test evaluation at the end of training.
+    test_results = json.loads((textcnn_run / "test_results.json").read_text())
+    assert scores["accuracy"] == pytest.approx(test_results["test_accuracy"])
+    assert scores["loss"] == pytest.approx(test_results["test_loss"], abs=1e-4)
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(textcnn_run, tmp_path, capsys):
+    test_file = tmp_path / "other.csv"
+    test_file.write_text("text,label\n很好,positive\n一般,neutral\n太差,bad\n", encoding="utf-8")
+    output = tmp_path / "out.json"
+    assert (
+        cli_main(["evaluate", "--model", str(textcnn_run), "--test_file", str(test_file), "--output", str(output)])
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "label(s) the model does not know: 'bad', 'neutral'" in error
+    assert "'negative', 'positive'" in error
+    assert not output.exists()
+
+
+def test_pipeline_loads_a_textcnn_run(textcnn_run, tmp_path):
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)]
+    classifier = pipeline("text-classification", model=str(textcnn_run / "best"), device="cpu")
+    from_pipeline = classifier(texts, top_k=None)
+    rows = predict(["--model", str(textcnn_run), "--input", str(TEST_FILE), "--top_k", "all"], tmp_path / "p.jsonl")
+    for scores, row in zip(from_pipeline, rows, strict=True):
+        assert scores[0]["label"] == row["label"]
+        assert {entry["label"]: entry["score"] for entry in scores} == pytest.approx(row["probabilities"], abs=1e-5)
+
+
+def test_pipeline_and_predict_on_a_bert_run(bert_run, tmp_path):
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)]
+    classifier = pipeline("text-classification", model=str(bert_run / "best"), device="cpu")
+    from_pipeline = classifier(texts)
+    rows = predict(["--model", str(bert_run), "--input", str(TEST_FILE), "--batch_size", "8"], tmp_path / "p.jsonl")
+    assert [scores["label"] for scores in from_pipeline] == [row["label"] for row in rows]
+    assert [scores["score"] for scores in from_pipeline] == pytest.approx([row["score"] for row in rows], abs=1e-5)
+    card = (bert_run / "best" / "README.md").read_text(encoding="utf-8")
+    assert "fine-tuned version of" in card and "tiny-bert" in card

@@ -1,0 +1,100 @@
+"""finetune report (curves.png and the summary) and the model card, on one real TextCNN run."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FIXTURES, QUICK_TEXTCNN
+from matplotlib import image as mpimg
+from PIL import Image
+
+from finetune.cli import main as cli_main
+from finetune.report import main as report_main
+from finetune.report import read_history
+from finetune.train import main as train_main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A quick TextCNN run where "higher eval loss is better", so the best step is the first evaluation, not the
+    last one, and not the one a plot would pick by the lowest loss."""
+    directory = tmp_path_factory.mktemp("report")
+    flags = [
+        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
+        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
+        "--test_file", str(FIXTURES / "reviews_test.jsonl"),
+        "--cache_dir", str(directory / "cache"),
+        "--output_dir", str(directory / "run"),
+        "--disable_tqdm", "true",
+        "--greater_is_better", "true",
+    ]  # fmt: skip
+    assert train_main(flags + QUICK_TEXTCNN) == 0
+    return directory / "run"
+
+
+def assert_real_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 20_000, "a plot with curves, axes and legends is tens of kilobytes"
+    pixels = mpimg.imread(path)
+    height, width = pixels.shape[:2]
+    assert width > 800 and height > 300
+    assert pixels[..., :3].std() > 0.05, "not a blank image"
+
+
+def test_training_writes_the_curves(run):
+    assert_real_png(run / "curves.png")
+
+
+def test_report_marks_the_best_step_of_best_json(run, tmp_path, capsys):
+    best = json.loads((run / "best.json").read_text())
+    state = json.loads((run / "trainer_state.json").read_text())
+    evaluations = [entry["step"] for entry in state["log_history"] if "eval_loss" in entry]
+    assert best["step"] == evaluations[0] != evaluations[-1]
+
+    output = tmp_path / "curves.png"
+    assert report_main([str(run), "--output", str(output)]) == 0
+    assert_real_png(output)
+    assert Image.open(output).text["Description"] == f"best step {best['step']}"
+    assert read_history(run).best_step == best["step"]
+
+    summary = capsys.readouterr().out
+    assert f"{best['checkpoint']} at step {best['step']}: eval_loss {best['value']:.4f}" in summary
+    best_rows = [line for line in summary.splitlines() if line.endswith("<- best")]
+    assert len(best_rows) == 1 and best_rows[0].split()[0] == str(best["step"])
+    totals = next(entry for entry in state["log_history"] if "train_runtime" in entry)
+    assert f"{totals['train_samples_per_second']:.1f} samples/s" in summary
+    assert "test       accuracy" in summary
+    assert len(summary.splitlines()) <= 25, "one screen"
+
+
+def test_report_errors(tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path)]) == 2
+    assert "has no trainer_state.json" in capsys.readouterr().err
+    (tmp_path / "seed-1").mkdir()
+    (tmp_path / "seed-2").mkdir()
+    assert cli_main(["report", str(tmp_path)]) == 2
+    assert "It holds the runs seed-1, seed-2" in capsys.readouterr().err
+
+
+def test_model_card(run):
+    card = (run / "best" / "README.md").read_text(encoding="utf-8")
+    _, front_matter, body = card.split("---\n", 2)
+    metadata = yaml.safe_load(front_matter)
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-classification"
+    assert "textcnn" in metadata["tags"]
+    for section in ("## Model description", "## Training and evaluation data", "### Training hyperparameters"):
+        assert section in body
+    assert "0 `negative`, 1 `positive`" in body
+    for split in ("train", "validation", "test"):
+        path = FIXTURES / f"reviews_{split}.jsonl"
+        assert f"`{hashlib.sha256(path.read_bytes()).hexdigest()}`" in body
+    results = json.loads((run / "all_results.json").read_text())
+    assert f"- Accuracy: {results['test_accuracy']:.4f}" in body.split("on the test set")[1]
+    assert f"- Loss: {results['eval_loss']:.4f}" in body
+    assert "- learning_rate: 0.005" in body
+    assert "import finetune" in body
