@@ -2,7 +2,9 @@
 
 Every model is trained and tested on the same split (data/chinese_sentiment, made by prepare.py) with
 each seed; TextCNN and BERT go through `finetune train --seeds ...`, the real command. BERT on a CPU is
-slow, so by default it trains on the first --bert_train_samples training rows (the test split is whole).
+slow, so by default it trains on the first --bert_train_samples training rows and picks its best checkpoint
+on the first --bert_eval_samples validation rows (the test split is whole for every model); bert_no_extension
+(MiniLM without extend_vocabulary) runs with the first seed only, to show what the option does.
 Prints one JSON object: accuracy and macro-F1 as mean and standard deviation over the seeds, train
 seconds and training samples per second, for each model.
 
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--bert_train_samples", type=int, default=2000, help="training rows for BERT (0: all)")
+    parser.add_argument("--bert_eval_samples", type=int, default=500, help="validation rows for BERT")
+    parser.add_argument(
+        "--no_extension_seeds", type=int, default=1, help="seeds for bert_no_extension, which only shows the effect"
+    )
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench-accuracy")
     args = parser.parse_args(argv)
 
@@ -88,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (DATA_DIR / "test.jsonl").exists():
         load_module(DATA_DIR / "prepare.py").prepare(DATA_DIR)
 
-    bert_subset = ["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else []
+    # BERT picks its best checkpoint on a validation subset too; the test split stays whole for every model.
+    bert_subset = ["--max_eval_samples", str(args.bert_eval_samples)]
+    bert_subset += ["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else []
     results = {}
     for model in args.models:
         print(f"== {model}", file=sys.stderr)
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             results[model] = run_finetune("configs/bert.yaml", args.seeds, args.output_dir / model, bert_subset)
         else:
             no_extension = bert_subset + ["--extend_vocabulary", "0"]
-            results[model] = run_finetune("configs/bert.yaml", args.seeds, args.output_dir / model, no_extension)
+            seeds = args.seeds[: args.no_extension_seeds]
+            results[model] = run_finetune("configs/bert.yaml", seeds, args.output_dir / model, no_extension)
 
     import torch
 
