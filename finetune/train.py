@@ -22,6 +22,7 @@ import logging
 import shutil
 import statistics
 import warnings
+from dataclasses import asdict
 
 import datasets
 import transformers
@@ -137,8 +138,6 @@ def clear_previous_run(output_dir: Path) -> None:
 
 def arguments_as_json(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> str:
     """The run's three argument groups, as one JSON document."""
-    from dataclasses import asdict
-
     return json.dumps(
         {
             "model": asdict(model_args),
