@@ -25,6 +25,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from finetune import cache
 from finetune.config import DataArguments
 from finetune.errors import UserError
 
@@ -318,32 +319,57 @@ def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
     return content_hash(type(tokenizer).__name__, definition)
 
 
-def split_fingerprint(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments) -> str:
-    """The fingerprint of a tokenized split: every input that decides its content."""
+def fingerprint_inputs(dataset: Dataset, tokenizer_id: str, data_args: DataArguments) -> dict:
+    """Every input that decides a tokenized split's content; their hash is its fingerprint."""
     from finetune import __version__
 
-    return content_hash(
-        dataset.data.to_pydict(),
-        dataset.features[LABELS].names,
-        tokenizer_identity(tokenizer),
-        data_args.max_length,
-        data_args.padding,
-        data_args.truncation_side,
-        data_args.text_column,
-        data_args.text_pair_column,
-        __version__,
-    )
+    return {
+        "rows_hash": content_hash(dataset.data.to_pydict()),
+        "labels": dataset.features[LABELS].names,
+        "tokenizer": tokenizer_id,
+        "max_length": data_args.max_length,
+        "padding": data_args.padding,
+        "truncation_side": data_args.truncation_side,
+        "text_column": data_args.text_column,
+        "text_pair_column": data_args.text_pair_column,
+        "package_version": __version__,
+    }
+
+
+def split_fingerprint(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments) -> str:
+    """The fingerprint of a tokenized split: every input that decides its content."""
+    return content_hash(fingerprint_inputs(dataset, tokenizer_identity(tokenizer), data_args))
+
+
+def split_sources(data_args: DataArguments) -> dict[str, str | None]:
+    """The data file each split was read from (a held-out validation split comes from the training file)."""
+    if data_args.dataset_name:
+        name = ":".join(filter(None, ("dataset", data_args.dataset_name, data_args.dataset_config_name)))
+        return {"train": name, "validation": name, "test": name}
+    return {
+        "train": data_args.train_file,
+        "validation": data_args.validation_file or data_args.train_file,
+        "test": data_args.test_file,
+    }
 
 
 def tokenize_splits(
     raw: DatasetDict, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments, cache_dir: str | Path
 ) -> DatasetDict:
-    """Tokenizes every split into ``cache_dir``, reusing a split whose fingerprint is already there."""
+    """Tokenizes every split into ``cache_dir``, reusing a split whose fingerprint is already there.
+
+    Logs for each split whether the cache hit, or why it missed (what changed since the nearest earlier
+    entry for the same file and split), and how many times the tokenizer was called. A manifest is written
+    beside each new entry and its last-used time updated on a hit (see finetune/cache.py).
+    """
     tokenizer.truncation_side = data_args.truncation_side
     text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     padding = "max_length" if data_args.padding == "max_length" else False
+    tokenizer_calls = 0  # counted in this process; worker processes (preprocessing_num_workers) count apart
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        nonlocal tokenizer_calls
+        tokenizer_calls += 1
         pairs = batch[data_args.text_pair_column] if data_args.text_pair_column else None
         return tokenizer(
             batch[data_args.text_column], pairs, truncation=True, max_length=data_args.max_length, padding=padding
@@ -351,29 +377,47 @@ def tokenize_splits(
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    identity = tokenizer_identity(tokenizer)
+    sources = split_sources(data_args)
     tokenized = {}
     for split, dataset in raw.items():
-        fingerprint = split_fingerprint(dataset, tokenizer, data_args)
-        cache_file = cache_dir / f"tokenized-{split}-{fingerprint}.arrow"
-        hit = cache_file.exists() and not data_args.overwrite_cache
-        logger.info("%s split: cache %s (%s)", split, "hit" if hit else "miss", cache_file)
+        inputs = fingerprint_inputs(dataset, identity, data_args)
+        fingerprint = content_hash(inputs)
+        key = f"{split}-{fingerprint}"
+        hit = bool(cache.arrow_files(cache_dir, key)) and not data_args.overwrite_cache
+        readable = None if hit else cache.describe_inputs(inputs, sources.get(split), tokenizer)
+        if hit:
+            logger.info("%s: cache hit %s", split, key)
+        elif data_args.overwrite_cache:
+            logger.info("%s: cache rebuild %s (overwrite_cache)", split, key)
+        else:
+            logger.info("%s: cache miss %s: %s", split, key, cache.explain_miss(cache_dir, key, split, readable))
+        calls_before = tokenizer_calls
         tokenized[split] = dataset.map(
             tokenize,
             batched=True,
             remove_columns=text_columns,
             num_proc=data_args.preprocessing_num_workers,
-            cache_file_name=str(cache_file),
+            cache_file_name=str(cache_dir / f"tokenized-{key}.arrow"),
             new_fingerprint=fingerprint,
             load_from_cache_file=not data_args.overwrite_cache,
             desc=f"Tokenizing {split}",
+        )
+        if not (hit and cache.record_use(cache_dir, key)):  # a new entry, or one without a manifest yet
+            readable = readable or cache.describe_inputs(inputs, sources.get(split), tokenizer)
+            cache.write_manifest(cache_dir, key, split, readable, tokenizer, tokenized[split])
+        logger.info(
+            "%s: %d rows; tokenizer calls in this process: %d",
+            split,
+            len(tokenized[split]),
+            tokenizer_calls - calls_before,
         )
     return DatasetDict(tokenized)
 
 
 def default_cache_dir(data_args: DataArguments) -> Path:
     """Where tokenized splits are cached: ``cache_dir`` from the config, else the datasets cache."""
-    root = Path(data_args.cache_dir) if data_args.cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
-    return root / "finetune"
+    return cache.cache_directory(data_args.cache_dir)
 
 
 @dataclass
