@@ -202,7 +202,7 @@ def explain_miss(cache_dir: Path, key: str, split: str, readable_inputs: dict) -
     if earlier is None:
         return f"no earlier entry for the {split} split of {data_file or 'this data'}"
     changes = explain_changes(earlier["inputs"], readable_inputs)
-    since = f" (vs {earlier['key']}, last used {earlier.get('last_used')})"
+    since = f" (vs {earlier['key']}, last used {local_time(earlier.get('last_used'))})"
     return "; ".join(changes or ["an input the manifest does not show changed"]) + since
 
 
