@@ -406,11 +406,24 @@ class ShuffledLengthGroupedSampler(LengthGroupedSampler):
     from its longest batch to its shortest. Where length goes with the label (long reviews are more
     often positive in the demo corpus), that sweep feeds the optimizer a drifting label mix and
     training goes unstable; shuffling the order of the batches removes the drift and keeps the speed.
-    Randomness comes from torch's global generator, seeded alike on every process, as upstream.
+    The order depends only on the seed and the epoch (as in accelerate's SeedableRandomSampler), not on
+    torch's global generator: every process draws the same order, and a run resumed mid-epoch draws the
+    epoch's order again and skips the batches it has done, so it trains on exactly the same batches.
     """
 
+    def __init__(self, batch_size: int, lengths: list[int], seed: int = 0):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer (through accelerate's dataloader) before each epoch."""
+        self.epoch = epoch
+
     def __iter__(self):
-        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1  # a new order on the next pass, also when nobody calls set_epoch
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
         batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
-        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        order = torch.randperm(len(batches), generator=generator).tolist()
         return iter([index for position in order for index in batches[position]])
