@@ -138,6 +138,14 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for tokenization (default: one)."}
     )
+    bad_rows: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "A row that cannot be used (broken csv or JSON, invalid UTF-8, a missing or empty text or "
+            "label, a label of another type): error stops with its file and line; skip leaves it out, counts it "
+            "and lists it in output_dir/bad_rows.jsonl."
+        },
+    )
 
     def __post_init__(self):
         if not self.dataset_name and not self.train_file:

@@ -42,12 +42,14 @@ from finetune.checkpoints import (
 )
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
 from finetune.data import (
+    BAD_ROWS_FILE,
     ClassificationCollator,
     RawData,
     ShuffledLengthGroupedSampler,
     default_cache_dir,
     load_raw_splits,
     tokenize_splits,
+    write_bad_rows,
 )
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
@@ -164,7 +166,7 @@ def clear_previous_run(output_dir: Path) -> None:
             shutil.rmtree(output_dir / directory)
     for seed_run in output_dir.glob("seed-*"):
         shutil.rmtree(seed_run)
-    for name in (BEST_FILE, SEEDS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
+    for name in (BEST_FILE, SEEDS_FILE, BAD_ROWS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -232,6 +234,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)  # before reading data: fail early
 
     raw = load_raw_splits(data_args, seed=training_args.seed)
+    if raw.bad_rows and training_args.should_save:
+        write_bad_rows(raw.bad_rows, output_dir)
     logger.info(
         "data: %s; labels: %s",
         ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.splits.items()),

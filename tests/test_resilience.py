@@ -345,3 +345,27 @@ def test_killed_while_saving_and_resumed_ends_exactly_like_an_uninterrupted_run(
     last = f"checkpoint-{2 * STEPS_PER_EPOCH}"
     assert_same_weights(resumed / last / "model.safetensors", straight / last / "model.safetensors")
     assert checkpoint_problem(resumed / last) is None  # written again and marked complete
+
+
+def test_training_skips_bad_rows_into_a_report_and_reads_bom_crlf_and_long_texts(reviews, tmp_path, capsys):
+    from finetune.cli import main as cli_main
+
+    lines = reviews["train"].read_text(encoding="utf-8").splitlines()
+    lines[1] = json.dumps({"text": "很长的评论" * 400, "label": json.loads(lines[1])["label"]}, ensure_ascii=False)
+    bad = ["not json", '{"text": "", "label": "positive"}', '{"text": "no label"}', '{"text": "typed", "label": 1}']
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_bytes("\ufeff".encode() + "\r\n".join(lines[:100] + bad + lines[100:]).encode() + b"\r\n")
+    args = ["train", *run_args(reviews, tmp_path, "run", "--max_steps", "2", "--max_length", "64")]
+    args[args.index(str(reviews["train"]))] = str(train_file)
+
+    assert cli_main(args) == 2
+    assert f"{train_file}, line 101: not valid JSON" in capsys.readouterr().err
+
+    assert cli_main([*args, "--bad_rows", "skip"]) == 0
+    assert "skipped 4 bad row(s)" in capsys.readouterr().out
+    report = [json.loads(line) for line in (tmp_path / "run" / "bad_rows.jsonl").read_text().splitlines()]
+    assert [(row["file"], row["line"]) for row in report] == [(str(train_file), line) for line in (101, 102, 103, 104)]
+    assert "empty 'text'" in report[1]["reason"] and "no 'label'" in report[2]["reason"]
+    assert "mixes types" in report[3]["reason"]
+    max_train_samples = int(SHORT_RUN[SHORT_RUN.index("--max_train_samples") + 1])  # the long text is among them
+    assert json.loads((tmp_path / "run" / "train_results.json").read_text())["train_samples"] == max_train_samples
