@@ -3,14 +3,23 @@
 
     finetune predict --model outputs/textcnn --input reviews.txt          # the run's best checkpoint
     finetune predict --model outputs/textcnn/checkpoint-120 --input reviews.txt
+
+Also which checkpoints are complete (a marker written last) and which one a resumed run starts from.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import pickle
+import re
 from pathlib import Path
 
 from finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -76,11 +85,12 @@ def resolve_model_dir(path: str | Path) -> Path:
         best = read_best(directory)
         best_dir = directory / best.get("best_dir", BEST_DIR)
         if not best_dir.is_dir():
-            hint = (
-                f"; pass --model {directory / best['checkpoint']} to use that checkpoint"
-                if best.get("checkpoint")
-                else ""
-            )
+            checkpoint = directory / best["checkpoint"] if best.get("checkpoint") else None
+            hint = ""
+            if checkpoint and checkpoint.is_dir():
+                hint = f"; pass --model {checkpoint} to use that checkpoint"
+            elif checkpoint:
+                hint = f", and neither does its checkpoint {checkpoint.name}; train again or pass a checkpoint-N"
             raise UserError(f"{directory / BEST_FILE} points to {best_dir}, which does not exist{hint}.")
         return check_model_dir(best_dir)
     if (directory / CONFIG_FILE).is_file():
@@ -103,3 +113,149 @@ def run_arguments(model_dir: Path) -> dict:
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     return {}
+
+
+# Complete checkpoints. The Trainer writes a checkpoint file by file; a crash or a full disk can leave one half
+# written, and the Trainer would resume from it. A checkpoint counts as complete only when its marker exists:
+# written last, atomically, it records the size of every file, so a file truncated later is noticed too.
+
+COMPLETE_FILE = "checkpoint_complete.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+AUTO_RESUME = "auto"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def fsync(path: Path) -> None:
+    """Flushes a file (or, on POSIX, a directory entry) to disk, so the marker never lands before the data."""
+    if path.is_dir() and os.name != "posix":
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def mark_complete(checkpoint_dir: Path, step: int) -> None:
+    """Writes the completion marker into a checkpoint whose every file is written: call it last."""
+    files = {}
+    for path in sorted(checkpoint_dir.rglob("*")):
+        if path.is_file() and path.name != COMPLETE_FILE:
+            fsync(path)
+            files[path.relative_to(checkpoint_dir).as_posix()] = path.stat().st_size
+    temporary = checkpoint_dir / f".{COMPLETE_FILE}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"step": step, "files": files}, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, checkpoint_dir / COMPLETE_FILE)
+    fsync(checkpoint_dir)
+
+
+def disk_full(error: Exception) -> bool:
+    """Whether saving failed for lack of space: ENOSPC, or torch's zip writer reporting a failed write."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "file write failed" in str(error)
+
+
+def checkpoint_problem(checkpoint_dir: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, naming the file; None when it is complete and readable."""
+    marker = checkpoint_dir / COMPLETE_FILE
+    if not marker.is_file():
+        return f"{checkpoint_dir} is incomplete: it has no {COMPLETE_FILE}, so saving it never finished"
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{marker} is not a valid completion marker"
+    for name, size in files.items():
+        path = checkpoint_dir / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size} bytes but had {size} when saved: it is truncated or was changed"
+    return content_problem(checkpoint_dir)
+
+
+def content_problem(checkpoint_dir: Path) -> str | None:
+    """Opens what resuming will load: trainer_state.json, the safetensors weights, the torch files (weights
+    only: a pickle that would build any other object is refused, never run)."""
+    import torch
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals
+
+    state_file = checkpoint_dir / TRAINER_STATE_FILE
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{state_file} is not valid JSON ({error})"
+    best = state.get("best_model_checkpoint")
+    if best and not (checkpoint_dir.parent / Path(best).name).is_dir():
+        return f"{state_file} names {Path(best).name} as the best checkpoint, which does not exist"
+    pickles = sorted(path.name for path in checkpoint_dir.glob("*.bin"))
+    if pickles:
+        return f"{checkpoint_dir} holds pickled files ({', '.join(pickles)}); only safetensors weights are loaded"
+    weights = sorted(checkpoint_dir.glob("*.safetensors"))
+    if not weights:
+        return f"{checkpoint_dir} has no model.safetensors"
+    for path in weights:
+        try:
+            with safe_open(path, framework="pt") as opened:
+                opened.keys()
+        except Exception as error:  # safetensors raises its own error types for a bad header
+            return f"{path} is not a readable safetensors file ({error})"
+    for path in sorted([*checkpoint_dir.glob("*.pt"), *checkpoint_dir.glob("*.pth")]):
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as error:
+            first_line = str(error).strip().splitlines()[0]
+            return f"{path} holds something other than tensors, refused unopened (weights_only): {first_line}"
+        except Exception as error:  # a truncated zip archive, a file that is no torch file
+            return f"{path} cannot be read ({error})"
+    return None
+
+
+def checkpoints_newest_first(output_dir: Path) -> list[Path]:
+    """The checkpoint-N folders of a run, highest step first."""
+    found = [
+        path for path in output_dir.glob("checkpoint-*") if path.is_dir() and CHECKPOINT_NAME.fullmatch(path.name)
+    ]
+    return sorted(found, key=lambda path: int(CHECKPOINT_NAME.fullmatch(path.name).group(1)), reverse=True)
+
+
+def find_resume_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete, readable checkpoint; newer ones that are not are skipped with a warning."""
+    for checkpoint in checkpoints_newest_first(output_dir):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        logger.warning("skipping %s: %s", checkpoint.name, problem)
+    return None
+
+
+def resolve_resume(resume_from_checkpoint: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint to resume from, for ``resume_from_checkpoint``: None, ``auto`` or a checkpoint folder.
+
+    Raises:
+        UserError: An explicitly named checkpoint is missing, incomplete or holds a bad file (named).
+    """
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == AUTO_RESUME:
+        checkpoint = find_resume_checkpoint(Path(output_dir))
+        if checkpoint is None:
+            logger.info("resume: no complete checkpoint in %s; training from the start.", output_dir)
+            return None
+        logger.info("resume: from %s", checkpoint)
+        return str(checkpoint)
+    checkpoint = Path(resume_from_checkpoint)
+    if not checkpoint.is_dir():
+        raise UserError(f"resume_from_checkpoint {checkpoint} is not a directory.")
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise UserError(
+            f"Cannot resume from {checkpoint}: {problem}. Resume from an older checkpoint, or pass "
+            f"--resume to pick the newest complete one."
+        )
+    return str(checkpoint)

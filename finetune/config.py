@@ -138,6 +138,14 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for tokenization (default: one)."}
     )
+    bad_rows: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "A row that cannot be used (broken csv or JSON, invalid UTF-8, a missing or empty text or "
+            "label, a label of another type): error stops with its file and line; skip leaves it out, counts it "
+            "and lists it in output_dir/bad_rows.jsonl."
+        },
+    )
 
     def __post_init__(self):
         if not self.dataset_name and not self.train_file:
@@ -200,6 +208,24 @@ class TrainingArguments(HfTrainingArguments):
             "its --gpu_ids instead."
         },
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue an interrupted run: 'auto' for the newest complete checkpoint in output_dir (or from "
+            "the start when there is none), or a checkpoint-N folder."
+        },
+    )
+    resume: bool = field(default=False, metadata={"help": "Same as --resume_from_checkpoint auto."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.resume:
+            if self.resume_from_checkpoint not in (None, "auto"):
+                raise UserError(
+                    f"--resume and resume_from_checkpoint={self.resume_from_checkpoint!r} contradict each other; "
+                    "drop one of them."
+                )
+            self.resume_from_checkpoint = "auto"
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)
@@ -327,8 +353,16 @@ def preflight(training_args: TrainingArguments) -> None:
     holds_run = output_dir.is_dir() and any(
         any(output_dir.glob(pattern)) for pattern in ("checkpoint-*", "seed-*", "best", "best.json")
     )
-    if holds_run and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
+    resuming = bool(training_args.resume_from_checkpoint)
+    if resuming and training_args.overwrite_output_dir:
+        raise UserError("overwrite_output_dir deletes the checkpoints that resuming needs; set only one of them.")
+    if holds_run and not training_args.overwrite_output_dir and not resuming:
         raise UserError(
             f"output_dir {output_dir} already holds a run. Choose another output_dir, "
-            "pass --overwrite_output_dir true to replace it, or --resume_from_checkpoint to continue it."
+            "pass --overwrite_output_dir true to replace it, or --resume to continue it."
+        )
+    if resuming and (output_dir / "best.json").is_file():
+        raise UserError(
+            f"output_dir {output_dir} holds a finished run (it has best.json); there is nothing to resume. Choose "
+            "another output_dir, or pass --overwrite_output_dir true to train it again from the start."
         )

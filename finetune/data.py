@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".txt": "txt"}
 LABELS = "labels"  # column of label ids, the name the models' forward takes
 INTEGER = re.compile(r"-?\d+")
+BAD_ROWS_FILE = "bad_rows.jsonl"  # in output_dir: the rows left out with bad_rows: skip
 
 
 def file_format(path: str | Path) -> str:
@@ -44,17 +45,51 @@ def file_format(path: str | Path) -> str:
     return FORMATS[suffix]
 
 
-def decode_utf8(path: Path) -> str:
-    """The file's text; a byte-order mark is dropped, invalid UTF-8 is an error naming the line."""
+@dataclass
+class BadRows:
+    """Rows that cannot be used. With ``mode`` error (the default) the first one is an error naming its file and
+    line; with skip, each one is left out and recorded here (file, line, reason) for the report."""
+
+    mode: str = "error"
+    rows: list[dict] = field(default_factory=list)
+
+    def report(self, source: str | Path, line: int, reason: str) -> None:
+        if self.mode != "skip":
+            raise UserError(f"{source}, line {line}: {reason} (bad_rows: skip leaves such rows out)")
+        self.rows.append({"file": str(source), "line": line, "reason": reason})
+
+
+def write_bad_rows(rows: list[dict], output_dir: str | Path) -> Path:
+    """Writes the skipped rows to output_dir/bad_rows.jsonl and logs the first few; returns the report's path."""
+    path = Path(output_dir) / BAD_ROWS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    for row in rows[:5]:
+        logger.warning("skipped %s, line %d: %s", row["file"], row["line"], row["reason"])
+    logger.warning("skipped %d bad row(s) in all (bad_rows: skip); every one is listed in %s", len(rows), path)
+    return path
+
+
+def decode_utf8(path: Path, bad_rows: BadRows | None = None) -> str:
+    """The file's text; a byte-order mark is dropped, a line of invalid UTF-8 is a bad row (kept as a blank line,
+    so that line numbers stay right)."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise UserError(f"{path}, line {line}: not valid UTF-8 ({error.reason}). Save the file as UTF-8.") from None
+    except UnicodeDecodeError:
+        pass
+    bad_rows = bad_rows or BadRows()
+    lines = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError as error:
+            bad_rows.report(path, number, f"not valid UTF-8 ({error.reason}). Save the file as UTF-8.")
+            lines.append("")
+    return "\n".join(lines)
 
 
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
+def read_records(path: str | Path, bad_rows: BadRows | None = None) -> list[tuple[int, dict]]:
     """Reads a data file into (line or row number, record) pairs.
 
     txt files hold one ``text<TAB>label`` example a line and get the keys ``text`` and ``label``.
@@ -67,48 +102,73 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
         import pyarrow.parquet as pq
 
         return list(enumerate(pq.read_table(path).to_pylist(), start=1))
-    return parse_records(decode_utf8(path), kind, path)
+    return parse_records(decode_utf8(path, bad_rows), kind, path, bad_rows)
 
 
-def parse_records(text: str, kind: str, source: str | Path) -> list[tuple[int, dict]]:
-    """Parses the text of a csv, tsv, json, jsonl or txt file; errors name ``source`` and the line."""
+def parse_records(text: str, kind: str, source: str | Path, bad_rows: BadRows | None = None) -> list[tuple[int, dict]]:
+    """Parses the text of a csv, tsv, json, jsonl or txt file; a bad row is reported with ``source`` and its line."""
+    bad_rows = bad_rows or BadRows()
     if kind in ("csv", "tsv"):
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if kind == "csv" else "\t")
-        records = []
-        try:
-            for record in reader:
-                if None in record:
-                    raise UserError(
-                        f"{source}, line {reader.line_num}: more fields than the header has columns "
-                        f"({', '.join(reader.fieldnames)}). Quote texts that contain the delimiter."
-                    )
-                records.append((reader.line_num, record))
-        except csv.Error as error:
-            raise UserError(f"{source}, line {reader.line_num}: {error}.") from None
-        return records
+        return parse_delimited(text, "," if kind == "csv" else "\t", source, bad_rows)
     if kind == "json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise UserError(f"{source}, line {error.lineno}: not valid JSON ({error.msg}).") from None
-        return list(enumerate(rows, start=1))
+        records = []
+        for number, row in enumerate(rows, start=1):
+            if isinstance(row, dict):
+                records.append((number, row))
+            else:
+                bad_rows.report(source, number, f"expected a JSON object, found {type(row).__name__}.")
+        return records
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         if kind == "txt":
             text_part, tab, label = line.rpartition("\t")
-            if not tab:
-                raise UserError(f"{source}, line {number}: expected text<TAB>label, found no tab.")
-            records.append((number, {"text": text_part, "label": label}))
+            if tab:
+                records.append((number, {"text": text_part, "label": label}))
+            else:
+                bad_rows.report(source, number, "expected text<TAB>label, found no tab.")
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UserError(f"{source}, line {number}: not valid JSON ({error.msg}).") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{source}, line {number}: expected a JSON object, found {type(record).__name__}.")
-        records.append((number, record))
+            bad_rows.report(source, number, f"not valid JSON ({error.msg}).")
+            continue
+        if isinstance(record, dict):
+            records.append((number, record))
+        else:
+            bad_rows.report(source, number, f"expected a JSON object, found {type(record).__name__}.")
+    return records
+
+
+def parse_delimited(text: str, delimiter: str, source: str | Path, bad_rows: BadRows) -> list[tuple[int, dict]]:
+    """Rows of a csv or tsv file with a header, numbered by the line they start on. After a bad row (more fields
+    than the header, a quote never closed) reading goes on at the line after the one where it starts."""
+    lines = text.splitlines(keepends=True)
+    header, records, start = None, [], 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:], delimiter=delimiter, strict=True)
+        row_start = start + 1
+        try:
+            for row in reader:
+                number, row_start = row_start, start + reader.line_num + 1
+                if not any(value.strip() for value in row):
+                    continue
+                if header is None:
+                    header = row
+                elif len(row) > len(header):
+                    reason = f"more fields than the header has columns ({', '.join(header)})."
+                    bad_rows.report(source, number, reason + " Quote texts that contain the delimiter.")
+                else:
+                    records.append((number, dict(zip(header[: len(row)], row, strict=True))))  # a short row lacks keys
+            break
+        except csv.Error as error:
+            bad_rows.report(source, row_start, f"{error}; is a quote left open?")
+            start = row_start
     return records
 
 
@@ -168,33 +228,79 @@ def check_texts(records: list[tuple[int, dict]], text_columns: Sequence[str], so
     return records
 
 
-def read_examples(path: str | Path, data_args: DataArguments, with_labels: bool = True) -> dict[str, list]:
-    """Reads the text, optional text pair and label columns of a file, checking every row."""
-    records = read_records(path)
-    if not records:
+def read_examples(
+    path: str | Path, data_args: DataArguments, with_labels: bool = True, bad_rows: BadRows | None = None
+) -> dict[str, list]:
+    """Reads the text, optional text pair and label columns of a file, checking every row.
+
+    A row that cannot be used is an error naming its line or, with ``bad_rows`` in skip mode, left out and
+    recorded there. A file without any usable row, or whose rows all lack a column, is always an error.
+    """
+    bad_rows = bad_rows or BadRows()
+    skipped_before = len(bad_rows.rows)
+    records = read_records(path, bad_rows)
+    if not records and len(bad_rows.rows) == skipped_before:
         raise UserError(f"Data file {path} holds no examples.")
     wanted = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     if with_labels:
         wanted.append(data_args.label_column)
-    first_line, first = records[0]
-    missing = [column for column in wanted if column not in first]
+    missing = [column for column in wanted if records and not any(column in record for _, record in records)]
     if missing:
         raise UserError(
-            f"{path}: no column {', '.join(map(repr, missing))} (found: {', '.join(map(str, first))}). "
+            f"{path}: no column {', '.join(map(repr, missing))} (found: {', '.join(map(str, records[0][1]))}). "
             "Set text_column / label_column to the names your file uses."
         )
-    columns: dict[str, list] = {column: [] for column in wanted}
+    usable = []
     for number, record in records:
-        for column in wanted:
-            value = record.get(column)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise UserError(f"{path}, line {number}: empty {column!r}.")
-            if column != data_args.label_column and not isinstance(value, str):
-                raise UserError(f"{path}, line {number}: {column!r} must be text, found {value!r}.")
-            columns[column].append(value)
+        problem = row_problem(record, wanted, data_args.label_column)
+        if problem:
+            bad_rows.report(path, number, problem)
+        else:
+            usable.append((number, record))
+    if with_labels:
+        usable = drop_mixed_labels(usable, data_args.label_column, path, bad_rows)
+    if not usable:
+        raise UserError(f"Data file {path} holds no usable examples: every row is bad (see {BAD_ROWS_FILE}).")
+    columns = {column: [record[column] for _, record in usable] for column in wanted}
     if with_labels:
         columns[data_args.label_column] = normalize_labels(columns[data_args.label_column], path)
     return columns
+
+
+def row_problem(record: dict, columns: Sequence[str], label_column: str) -> str | None:
+    """What makes a row unusable: a missing or empty column, a text that is not text."""
+    for column in columns:
+        value = record.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return f"empty {column!r}." if column in record else f"no {column!r}."
+        if column != label_column and not isinstance(value, str):
+            return f"{column!r} must be text, found {value!r}."
+    return None
+
+
+def label_kind(label) -> str:
+    return "int" if isinstance(label, int) and not isinstance(label, bool) else type(label).__name__
+
+
+def drop_mixed_labels(
+    records: list[tuple[int, dict]], label_column: str, path: str | Path, bad_rows: BadRows
+) -> list[tuple[int, dict]]:
+    """Labels must be all strings or all integers: a row whose label is of another type than most is bad."""
+    kinds = Counter(label_kind(record[label_column]) for _, record in records)
+    if len(kinds) < 2:
+        return records
+    usual = kinds.most_common(1)[0][0]
+    kept = []
+    for number, record in records:
+        label = record[label_column]
+        if label_kind(label) == usual:
+            kept.append((number, record))
+        else:
+            reason = (
+                f"label {label!r} is {label_kind(label)}, but most labels are {usual}: the label column mixes types"
+            )
+            bad_rows.report(path, number, reason + "; use all strings or all integers.")
+    return kept
 
 
 def normalize_labels(labels: list, path: str | Path) -> list:
@@ -221,6 +327,7 @@ class RawData:
 
     splits: DatasetDict
     label_list: list
+    bad_rows: list[dict] = field(default_factory=list)  # rows left out with bad_rows: skip
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -237,11 +344,14 @@ def load_raw_splits(data_args: DataArguments, seed: int) -> RawData:
     The label list is the sorted set of training labels; a validation or test label outside it is an error.
     Without a validation file, ``validation_split_percentage`` of train is held out (seeded, stratified).
     """
+    bad_rows = BadRows(data_args.bad_rows)
     if data_args.dataset_name:
         columns_by_split = load_hub_columns(data_args)
     else:
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-        columns_by_split = {split: read_examples(path, data_args) for split, path in files.items() if path}
+        columns_by_split = {
+            split: read_examples(path, data_args, bad_rows=bad_rows) for split, path in files.items() if path
+        }
 
     label_column = data_args.label_column
     label_list = sorted(set(columns_by_split["train"][label_column]))  # sorted for determinism
@@ -272,7 +382,7 @@ def load_raw_splits(data_args: DataArguments, seed: int) -> RawData:
     ):
         if split in splits and limit is not None:
             splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
-    return RawData(DatasetDict(splits), label_list)
+    return RawData(DatasetDict(splits), label_list, bad_rows.rows)
 
 
 def hold_out(train: Dataset, percentage: int, seed: int) -> tuple[Dataset, Dataset]:
@@ -450,11 +560,24 @@ class ShuffledLengthGroupedSampler(LengthGroupedSampler):
     from its longest batch to its shortest. Where length goes with the label (long reviews are more
     often positive in the demo corpus), that sweep feeds the optimizer a drifting label mix and
     training goes unstable; shuffling the order of the batches removes the drift and keeps the speed.
-    Randomness comes from torch's global generator, seeded alike on every process, as upstream.
+    The order depends only on the seed and the epoch (as in accelerate's SeedableRandomSampler), not on
+    torch's global generator: every process draws the same order, and a run resumed mid-epoch draws the
+    epoch's order again and skips the batches it has done, so it trains on exactly the same batches.
     """
 
+    def __init__(self, batch_size: int, lengths: list[int], seed: int = 0):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer (through accelerate's dataloader) before each epoch."""
+        self.epoch = epoch
+
     def __iter__(self):
-        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1  # a new order on the next pass, also when nobody calls set_epoch
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
         batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
-        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        order = torch.randperm(len(batches), generator=generator).tolist()
         return iter([index for position in order for index in batches[position]])

@@ -28,16 +28,28 @@ import datasets
 import transformers
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from finetune.checkpoints import ARGS_FILE, BEST_DIR, BEST_FILE, EVALUATION_DIR
+from finetune.checkpoints import (
+    ARGS_FILE,
+    BEST_DIR,
+    BEST_FILE,
+    COMPLETE_FILE,
+    EVALUATION_DIR,
+    disk_full,
+    mark_complete,
+    resolve_resume,
+)
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
 from finetune.data import (
+    BAD_ROWS_FILE,
     ClassificationCollator,
     RawData,
     ShuffledLengthGroupedSampler,
     default_cache_dir,
     load_raw_splits,
     tokenize_splits,
+    write_bad_rows,
 )
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
@@ -55,7 +67,8 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 
 class Trainer(transformers.Trainer):
     """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
-    and serving length-grouped batches in random order (see ShuffledLengthGroupedSampler)."""
+    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), and marking each
+    checkpoint complete once all of its files are written (see finetune.checkpoints)."""
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -63,8 +76,29 @@ class Trainer(transformers.Trainer):
             return super()._get_train_sampler(train_dataset)
         lengths = [len(ids) for ids in dataset.with_format(None)["input_ids"]]
         return ShuffledLengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=lengths,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
         )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Saves the checkpoint, then marks it complete: a checkpoint cut short has no marker and is not resumed."""
+        checkpoint_dir = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            (checkpoint_dir / COMPLETE_FILE).unlink(missing_ok=True)  # saved again: incomplete until done
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as error:
+            if not disk_full(error):
+                raise
+            raise UserError(
+                f"No space left on device while saving {checkpoint_dir.name} in {checkpoint_dir.parent}. The "
+                "checkpoints before it are intact; free some space (or lower save_total_limit) and run again with "
+                "--resume to continue from the last complete one."
+            ) from error
+        self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_N.pth)
+        if self.args.should_save:
+            mark_complete(checkpoint_dir, self.state.global_step)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
@@ -132,7 +166,7 @@ def clear_previous_run(output_dir: Path) -> None:
             shutil.rmtree(output_dir / directory)
     for seed_run in output_dir.glob("seed-*"):
         shutil.rmtree(seed_run)
-    for name in (BEST_FILE, SEEDS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
+    for name in (BEST_FILE, SEEDS_FILE, BAD_ROWS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -197,8 +231,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     with training_args.main_process_first(local=False, desc="clear the previous run"):
         if training_args.overwrite_output_dir and training_args.should_save and output_dir.is_dir():
             clear_previous_run(output_dir)
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)  # before reading data: fail early
 
     raw = load_raw_splits(data_args, seed=training_args.seed)
+    if raw.bad_rows and training_args.should_save:
+        write_bad_rows(raw.bad_rows, output_dir)
     logger.info(
         "data: %s; labels: %s",
         ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.splits.items()),
@@ -235,7 +272,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         callbacks=callbacks,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()

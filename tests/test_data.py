@@ -12,6 +12,7 @@ from conftest import read_jsonl
 
 from finetune.config import DataArguments
 from finetune.data import (
+    BadRows,
     ClassificationCollator,
     ShuffledLengthGroupedSampler,
     load_raw_splits,
@@ -218,3 +219,69 @@ def test_length_grouped_batches_hold_every_example_once_in_random_order():
     # No long-to-short sweep: batch maxima are not sorted within the first 50 batches.
     maxima = [max(lengths[i] for i in batch) for batch in batches[:50]]
     assert maxima != sorted(maxima, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("extra.csv", "text,label\nfine,a\ntoo,many,fields\n", "line 3: more fields than the header"),
+        ("quote.csv", 'text,label\nfine,a\n"never closed,b\nnext,a\n', "line 3: unexpected end of data"),
+        ("utf8.csv", b"text,label\nfine,a\n\xff\xfe,b\n", "line 3: not valid UTF-8"),
+        ("json.jsonl", '{"text": "ok", "label": "a"}\n{"text": "broken"\n', "line 2: not valid JSON"),
+        ("label.jsonl", '{"text": "ok", "label": "a"}\n{"text": "no label"}\n', "line 2: no 'label'"),
+        ("empty.jsonl", '{"text": "ok", "label": "a"}\n{"text": " \\t ", "label": "b"}\n', "line 2: empty 'text'"),
+        ("types.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", "label": 3}\n', "line 3: label 3 is int, but most labels are str"),
+        ("fields.csv", "text,label\nfine,a\nshort\n", "line 3: no 'label'"),
+    ],
+)  # fmt: skip
+def test_each_bad_row_names_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError, match=message) as error:
+        read_examples(path, DataArguments(train_file=str(path)))
+    assert str(error.value).startswith(f"{path}, line ")
+
+
+def test_bad_rows_skip_leaves_out_and_records_each_bad_row(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes(
+        b"text,label\ngood one,a\ntoo,many,fields\n\xff\xfe broken,b\n,b\nshort\n"
+        b'good two,b\n"never closed,a\ngood three,a\n'
+    )
+    jsonl_path = tmp_path / "train.jsonl"
+    jsonl_path.write_text(
+        '{"text": "good", "label": "a"}\nnot json\n[1, 2]\n{"label": "b"}\n{"text": "  ", "label": "b"}\n'
+        '{"text": "typed", "label": 7}\n{"text": "good too", "label": "b"}\n',
+        encoding="utf-8",
+    )
+    bad_rows = BadRows("skip")
+    args = DataArguments(train_file=str(csv_path), bad_rows="skip")
+    columns = read_examples(csv_path, args, bad_rows=bad_rows)
+    # After the quote left open on line 8, reading goes on at line 9.
+    assert columns == {"text": ["good one", "good two", "good three"], "label": ["a", "b", "a"]}
+    assert [(row["line"], row["reason"].split(" (")[0]) for row in bad_rows.rows] == [
+        (4, "not valid UTF-8"),
+        (3, "more fields than the header has columns"),
+        (8, "unexpected end of data; is a quote left open?"),
+        (5, "empty 'text'."),
+        (6, "no 'label'."),
+    ]
+    assert {row["file"] for row in bad_rows.rows} == {str(csv_path)}
+
+    bad_rows = BadRows("skip")
+    columns = read_examples(jsonl_path, args, bad_rows=bad_rows)
+    assert columns == {"text": ["good", "good too"], "label": ["a", "b"]}
+    assert [row["line"] for row in bad_rows.rows] == [2, 3, 4, 5, 6]
+    assert all(row["file"] == str(jsonl_path) for row in bad_rows.rows)
+
+
+def test_empty_or_missing_files_are_errors_even_when_skipping(tmp_path):
+    args = DataArguments(train_file="x", bad_rows="skip")
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(UserError, match="holds no examples"):
+        read_examples(tmp_path / "empty.jsonl", args, bad_rows=BadRows("skip"))
+    with pytest.raises(UserError, match="does not exist"):
+        read_examples(tmp_path / "missing.jsonl", args, bad_rows=BadRows("skip"))
+    (tmp_path / "all_bad.jsonl").write_text("not json\n")
+    with pytest.raises(UserError, match="no usable examples"):
+        read_examples(tmp_path / "all_bad.jsonl", args, bad_rows=BadRows("skip"))
