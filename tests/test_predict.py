@@ -164,7 +164,9 @@ def test_model_resolution(textcnn_run, tmp_path):
     no_best_dir = tmp_path / "moved"
     no_best_dir.mkdir()
     shutil.copy(textcnn_run / "best.json", no_best_dir)
-    with pytest.raises(UserError, match=rf"which does not exist, and neither does its checkpoint {best['checkpoint']}"):
+    with pytest.raises(
+        UserError, match=rf"which does not exist, and neither does its checkpoint {best['checkpoint']}"
+    ):
         resolve_model_dir(no_best_dir)
 
 
