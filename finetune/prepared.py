@@ -123,9 +123,10 @@ def load_prepared(cache_dir: Path, key: str) -> PreparedData | None:
     if index is None:
         logger.info("prepared data: no index prepared-%s for these files and settings; reading the files", key)
         return None
-    try:
+    try:  # a KeyError (an index or manifest without a field) is a LookupError too
         tokenizer = load_tokenizer(cache_dir, index["tokenizer"])
         splits = DatasetDict({split: load_split(cache_dir, entry) for split, entry in index["splits"].items()})
+        labels = index["labels"]
     except LookupError as error:
         logger.info("prepared data: prepared-%s cannot be used (%s); reading the files", key, error)
         return None
@@ -141,7 +142,7 @@ def load_prepared(cache_dir: Path, key: str) -> PreparedData | None:
     for split, entry in index["splits"].items():
         logger.info("%s: cache hit %s (prepared data)", split, entry)
         logger.info("%s: %d rows; tokenizer calls in this process: 0", split, len(splits[split]))
-    return PreparedData(splits, index["labels"], tokenizer, hit=True)
+    return PreparedData(splits, labels, tokenizer, hit=True)
 
 
 def load_tokenizer(cache_dir: Path, recorded: dict) -> PreTrainedTokenizerBase:
