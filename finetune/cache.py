@@ -7,7 +7,9 @@
 Each tokenized split is ``tokenized-{split}-{fingerprint}.arrow`` (the ``datasets`` cache file) with
 ``tokenized-{split}-{fingerprint}.json`` beside it: the fingerprint's inputs in readable form, rows, size,
 when it was created and last used. The tokenizer that made it is saved under ``tokenizers/{identity}/`` so
-that ``inspect`` can decode examples. The key of an entry is ``{split}-{fingerprint}``; any unique prefix of
+that ``inspect`` can decode examples (and a warm run can load it). ``prepared-{key}.json`` maps the inputs of
+a whole run's data preparation to its tokenizer, labels and entries (finetune/prepared.py); ``clean`` removes
+it with any entry it names, and as an orphan once an entry or its tokenizer is gone. The key of an entry is ``{split}-{fingerprint}``; any unique prefix of
 it, or of the fingerprint, names the entry. ``--cache_dir`` means what it means in the training config; the
 default is the ``datasets`` cache (``HF_DATASETS_CACHE``), and either way entries live in its ``finetune/``
 folder. ``clean`` removes only files it knows as cache files inside that folder, never follows a symlink out
@@ -30,11 +32,14 @@ from finetune.errors import UserError
 from finetune.model_card import file_sha256
 
 ENTRY_PREFIX = "tokenized-"
+PREPARED_PREFIX = "prepared-"
 TOKENIZERS_DIR = "tokenizers"
 # datasets writes a map's output to tempfile.NamedTemporaryFile(dir=cache_dir) (prefix "tmp") and renames it
 # when done; our own manifests are written to "*.tmp" and renamed. Either left behind means an interrupted run.
 TEMPORARY = re.compile(r"^tmp\w+$|\.tmp$")
 STALE = "its data file no longer exists"
+DANGLING = "prepared-data index whose entries or tokenizer are gone"
+SHARD = re.compile(r"_\d{5}_of_\d{5}$")  # the suffix datasets gives each process's file when num_proc > 1
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
 
@@ -80,6 +85,17 @@ def disk_size(path: Path) -> int:
     if path.is_symlink() or not path.is_dir():
         return path.lstat().st_size
     return sum(item.lstat().st_size for item in path.rglob("*") if item.is_symlink() or item.is_file())
+
+
+def entry_key_of(dataset) -> str | None:
+    """The key of the cache entry a tokenized split was loaded from or written to; None when it has no file."""
+    files = getattr(dataset, "cache_files", None)
+    if not files:
+        return None
+    name = Path(files[0]["filename"]).name
+    if not (name.startswith(ENTRY_PREFIX) and name.endswith(".arrow")):
+        return None
+    return SHARD.sub("", name.removeprefix(ENTRY_PREFIX).removesuffix(".arrow"))
 
 
 # Writing and reading manifests during tokenization
@@ -148,6 +164,49 @@ def record_use(cache_dir: Path, key: str) -> bool:
     manifest["last_used"] = now()
     write_json_atomically(path, manifest)
     return True
+
+
+def prepared_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{PREPARED_PREFIX}{key}.json"
+
+
+def read_prepared(path: Path) -> dict | None:
+    """A prepared-data index (see finetune/prepared.py), or None when it is missing or not one."""
+    index = read_manifest(path)
+    return index if index is not None and isinstance(index.get("splits"), dict) and "tokenizer" in index else None
+
+
+def write_prepared(
+    cache_dir: Path,
+    key: str,
+    inputs: dict,
+    tokenizer: dict,
+    labels: list,
+    entries: dict[str, str],
+    bad_rows: list[dict] = (),
+) -> None:
+    """Maps a prepared-data key to the saved tokenizer, the label list, the entry key of each split and the rows
+    that bad_rows: skip left out (so that a run which loads the index reports them too)."""
+    timestamp = now()
+    index = {
+        "key": key,
+        "inputs": inputs,
+        "tokenizer": tokenizer,
+        "labels": labels,
+        "splits": entries,
+        "bad_rows": list(bad_rows),
+        "created": timestamp,
+        "last_used": timestamp,
+    }
+    write_json_atomically(prepared_path(cache_dir, key), index)
+
+
+def record_prepared_use(cache_dir: Path, key: str) -> None:
+    path = prepared_path(cache_dir, key)
+    index = read_prepared(path)
+    if index is not None:
+        index["last_used"] = now()
+        write_json_atomically(path, index)
 
 
 def nearest_entry(cache_dir: Path, split: str, data_file: str | None, key: str) -> dict | None:
@@ -238,11 +297,29 @@ class Orphan:
 
 
 @dataclass
+class PreparedIndex:
+    """A prepared-data index whose entries and tokenizer are all in the cache."""
+
+    path: Path
+    index: dict
+    size: int
+
+    @property
+    def key(self) -> str:
+        return self.index["key"]
+
+    @property
+    def entry_keys(self) -> set[str]:
+        return set(self.index["splits"].values())
+
+
+@dataclass
 class CacheState:
     directory: Path
     entries: list[Entry] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
     tokenizers: dict[str, int] = field(default_factory=dict)  # identity -> bytes, those entries use
+    prepared: list[PreparedIndex] = field(default_factory=list)
 
     @property
     def stale(self) -> list[Entry]:
@@ -251,15 +328,21 @@ class CacheState:
 
     @property
     def total_size(self) -> int:
-        entries = sum(entry.size for entry in self.entries)
+        entries = sum(entry.size for entry in self.entries) + sum(index.size for index in self.prepared)
         return entries + sum(self.tokenizers.values()) + sum(orphan.size for orphan in self.orphans)
+
+    def dependents(self, entries: list[Entry]) -> list[PreparedIndex]:
+        """The prepared-data indexes that name one of these entries: without it they are of no use."""
+        keys = {entry.key for entry in entries}
+        return [index for index in self.prepared if index.entry_keys & keys]
 
 
 def scan(directory: Path) -> CacheState:
     """Reads the cache folder: entries (a manifest and its Arrow files) and orphans.
 
     Orphans are temporary files of interrupted runs, Arrow files without a manifest, manifests without
-    Arrow files and saved tokenizers no entry uses (entries whose data file is gone are ``stale``). Files
+    Arrow files, saved tokenizers no entry uses and prepared-data indexes whose entries or tokenizer are
+    gone (entries whose data file is gone are ``stale``). Files
     whose names the cache never uses are left out: they are not ours to list or remove.
     """
     state = CacheState(directory)
@@ -293,6 +376,15 @@ def scan(directory: Path) -> CacheState:
             state.orphans.append(Orphan(path, "temporary file of an interrupted run", disk_size(path)))
         else:
             state.orphans.append(Orphan(path, "saved tokenizer no entry uses", disk_size(path)))
+    keys = {entry.key for entry in state.entries}
+    for path in sorted(directory.glob(f"{PREPARED_PREFIX}*.json")):
+        index = read_prepared(path)
+        if index is None or path.name != f"{PREPARED_PREFIX}{index['key']}.json":
+            state.orphans.append(Orphan(path, "unreadable prepared-data index", disk_size(path)))
+        elif set(index["splits"].values()) <= keys and index["tokenizer"].get("identity") in state.tokenizers:
+            state.prepared.append(PreparedIndex(path, index, disk_size(path)))
+        else:
+            state.orphans.append(Orphan(path, DANGLING, disk_size(path)))
     return state
 
 
@@ -363,6 +455,18 @@ def list_cache(state: CacheState, as_json: bool) -> None:
                 for entry in state.entries
             ],
             "tokenizers": [{"identity": name, "size_bytes": size} for name, size in state.tokenizers.items()],
+            "prepared": [
+                {
+                    "key": index.key,
+                    "splits": index.index["splits"],
+                    "tokenizer": index.index["tokenizer"].get("identity"),
+                    "labels": index.index.get("labels"),
+                    "size_bytes": index.size,
+                    "created": index.index.get("created"),
+                    "last_used": index.index.get("last_used"),
+                }
+                for index in state.prepared
+            ],
             "orphans": [{"path": str(o.path), "reason": o.reason, "size_bytes": o.size} for o in state.orphans]
             + [{"key": entry.key, "reason": STALE, "size_bytes": entry.size} for entry in state.stale],
             "total_bytes": state.total_size,
@@ -389,13 +493,17 @@ def list_cache(state: CacheState, as_json: bool) -> None:
         print(table(rows))
     else:
         print("no entries")
+    for index in state.prepared:
+        splits = ", ".join(index.index["splits"].values())
+        print(f"prepared data: {index.key} -> {splits} (last used {local_time(index.index.get('last_used'))})")
     for orphan in state.orphans:
         print(f"orphan: {orphan.path.name} ({format_size(orphan.size)}): {orphan.reason}")
     for entry in state.stale:
         print(f"orphan: entry {entry.key} ({format_size(entry.size)}): {STALE} ({entry.data_file})")
     print(
         f"total: {len(state.entries)} entries, {len(state.tokenizers)} saved tokenizers, "
-        f"{len(state.orphans) + len(state.stale)} orphans, {format_size(state.total_size)}"
+        f"{len(state.prepared)} prepared-data indexes, {len(state.orphans) + len(state.stale)} orphans, "
+        f"{format_size(state.total_size)}"
     )
 
 
@@ -445,18 +553,20 @@ def select_for_removal(state: CacheState, args: argparse.Namespace) -> tuple[lis
         entries += [entry for entry in state.stale if entry not in entries]
     if args.max_size is not None:
         limit = parse_size(args.max_size)
-        remaining = state.total_size - sum(e.size for e in entries) - sum(o.size for o in orphans)
         for entry in sorted(state.entries, key=lambda entry: entry.manifest.get("last_used", "")):
-            if remaining <= limit:
+            if state.total_size - freed_by(state, entries, orphans) <= limit:
                 break
             if entry not in entries:
                 entries.append(entry)
-                remaining -= entry.size
-                if not any(
-                    e.tokenizer_identity == entry.tokenizer_identity for e in state.entries if e not in entries
-                ):
-                    remaining -= state.tokenizers.get(entry.tokenizer_identity, 0)
     return entries, orphans
+
+
+def freed_by(state: CacheState, entries: list[Entry], orphans: list[Orphan]) -> int:
+    """Bytes that removing these entries and orphans frees, with the tokenizers and indexes that only they need."""
+    kept = {entry.tokenizer_identity for entry in state.entries if entry not in entries}
+    tokenizers = sum(size for identity, size in state.tokenizers.items() if identity not in kept)
+    indexes = sum(index.size for index in state.dependents(entries))
+    return sum(entry.size for entry in entries) + sum(orphan.size for orphan in orphans) + tokenizers + indexes
 
 
 def remove(directory: Path, path: Path, dry_run: bool) -> bool:
@@ -485,6 +595,10 @@ def clean_cache(state: CacheState, args: argparse.Namespace) -> None:
             print(
                 f"{verb} {entry.key} ({format_size(entry.size)}, last used {local_time(entry.manifest.get('last_used'))})"
             )
+    for index in state.dependents(entries):
+        if remove(state.directory, index.path, args.dry_run):
+            freed += index.size
+            print(f"{verb} {index.path.name} ({format_size(index.size)}): prepared-data index of removed entries")
     kept = {entry.tokenizer_identity for entry in state.entries if entry not in entries}
     for identity, size in state.tokenizers.items():
         if identity not in kept and remove(state.directory, state.directory / TOKENIZERS_DIR / identity, args.dry_run):

@@ -23,6 +23,7 @@ import shutil
 import statistics
 import warnings
 from dataclasses import asdict
+from functools import partial
 
 import datasets
 import transformers
@@ -46,9 +47,6 @@ from finetune.data import (
     ClassificationCollator,
     RawData,
     ShuffledLengthGroupedSampler,
-    default_cache_dir,
-    load_raw_splits,
-    tokenize_splits,
     write_bad_rows,
 )
 from finetune.errors import UserError
@@ -56,6 +54,7 @@ from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
+from finetune.prepared import prepare_data
 from finetune.report import CURVES_FILE, plot_curves, read_history
 from finetune.tokenizer import build_vocab_tokenizer
 
@@ -233,23 +232,25 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             clear_previous_run(output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)  # before reading data: fail early
 
-    raw = load_raw_splits(data_args, seed=training_args.seed)
-    if raw.bad_rows and training_args.should_save:
-        write_bad_rows(raw.bad_rows, output_dir)
-    logger.info(
-        "data: %s; labels: %s",
-        ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.splits.items()),
-        ", ".join(map(str, raw.label_list)),
-    )
-    tokenizer = build_tokenizer(model_args, data_args, raw)
     if model_args.model_type == "textcnn" and data_args.max_length < max(model_args.kernel_sizes):
         raise UserError(
             f"max_length {data_args.max_length} is shorter than the widest kernel ({max(model_args.kernel_sizes)})."
         )
-    with training_args.main_process_first(desc="tokenize"):
-        tokenized = tokenize_splits(raw.splits, tokenizer, data_args, default_cache_dir(data_args))
+    # Read, build the tokenizer and tokenize, or load all three when the cache holds them for these files.
+    with training_args.main_process_first(desc="prepare the data"):
+        prepared = prepare_data(
+            model_args, data_args, training_args.seed, partial(build_tokenizer, model_args, data_args)
+        )
+    tokenizer, tokenized = prepared.tokenizer, prepared.splits
+    if prepared.bad_rows and training_args.should_save:
+        write_bad_rows(prepared.bad_rows, output_dir)
+    logger.info(
+        "data: %s; labels: %s",
+        ", ".join(f"{split} {len(dataset)}" for split, dataset in tokenized.items()),
+        ", ".join(map(str, prepared.label_list)),
+    )
 
-    model = build_model(model_args, tokenizer, raw)
+    model = build_model(model_args, tokenizer, prepared)
     logger.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
     collator = ClassificationCollator(
         tokenizer,

@@ -89,7 +89,11 @@ def files_in(directory: Path) -> list[str]:
 
 def manifests(cache_root: Path) -> dict[str, Path]:
     """Manifest path by split (each test cache holds one entry per split)."""
-    return {json.loads(path.read_text())["split"]: path for path in (cache_root / "finetune").glob("*.json")}
+    return {json.loads(path.read_text())["split"]: path for path in (cache_root / "finetune").glob("tokenized-*.json")}
+
+
+def prepared_indexes(cache_root: Path) -> list[Path]:
+    return sorted((cache_root / "finetune").glob("prepared-*.json"))
 
 
 def tokenizer_calls(log: str, split: str) -> list[int]:
@@ -110,6 +114,8 @@ def test_second_process_hits_and_never_calls_the_tokenizer(trained):
         assert f"{split}: cache hit" in second and f"{split}: cache miss" not in second
         assert tokenizer_calls(second, split) == [0], second
     assert tokenizer_calls(first, "train") == [1]  # 200 rows, one batch of up to 1000
+    # The second run found the prepared data: it neither read the files nor built the vocabulary.
+    assert "prepared data: no index" in first and "prepared data: hit prepared-" in second
 
 
 def tokenize(files: dict, tokenizer, cache_dir: Path, **overrides):
@@ -185,7 +191,7 @@ def test_list_shows_the_entries_of_real_runs(cache_root, reviews, capsys):
     listing = run_cache(capsys, "list", "--cache_dir", str(cache_root))
     assert "KEY" in listing and "LAST USED" in listing
     assert "reviews_train.jsonl" in listing and "reviews_validation.jsonl" in listing
-    assert "total: 2 entries, 1 saved tokenizers, 0 orphans" in listing
+    assert "total: 2 entries, 1 saved tokenizers, 1 prepared-data indexes, 0 orphans" in listing
 
     report = json.loads(run_cache(capsys, "list", "--json", "--cache_dir", str(cache_root)))
     entries = {entry["split"]: entry for entry in report["entries"]}
@@ -196,6 +202,9 @@ def test_list_shows_the_entries_of_real_runs(cache_root, reviews, capsys):
     assert entries["train"]["inputs"]["labels"] == ["negative", "positive"]
     arrow = cache_root / "finetune" / entries["train"]["files"][0]
     assert entries["train"]["size_bytes"] >= arrow.stat().st_size > 0
+    [prepared] = report["prepared"]
+    assert prepared["splits"] == {split: entry["key"] for split, entry in entries.items()}
+    assert prepared["labels"] == ["negative", "positive"] and not report["orphans"]
     assert report["total_bytes"] == sum(path.stat().st_size for path in cache_root.rglob("*") if path.is_file())
 
 
@@ -216,7 +225,7 @@ def test_inspect_decodes_the_first_examples(cache_root, reviews, capsys):
 def test_clean_dry_run_removes_nothing(cache_root, capsys):
     before = files_in(cache_root)
     shown = run_cache(capsys, "clean", "--all", "--dry-run", "--cache_dir", str(cache_root))
-    assert shown.count("would remove") == 3  # two entries and the tokenizer they share
+    assert shown.count("would remove") == 4  # two entries, the prepared-data index and the tokenizer they share
     assert files_in(cache_root) == before
 
 
@@ -236,6 +245,18 @@ def test_clean_orphans_removes_leftovers_and_entries_whose_file_is_gone(cache_ro
     assert not (directory / "tmpk3x9_q1f").exists() and not validation.exists()
     assert "freed" in shown and "removed tmpk3x9_q1f" in shown
     assert list(manifests(cache_root)) == ["train"]
+    assert not prepared_indexes(cache_root)  # it named the removed validation entry
+
+
+def test_an_index_whose_entry_is_gone_is_an_orphan(cache_root, capsys):
+    [index] = prepared_indexes(cache_root)
+    for path in (cache_root / "finetune").glob("tokenized-validation-*"):
+        path.unlink()
+    listing = run_cache(capsys, "list", "--cache_dir", str(cache_root))
+    assert f"orphan: {index.name}" in listing and "prepared-data index whose entries" in listing, listing
+    assert "0 prepared-data indexes, 1 orphans" in listing
+    run_cache(capsys, "clean", "--orphans", "--cache_dir", str(cache_root))
+    assert not index.exists() and list(manifests(cache_root)) == ["train"]
 
 
 def test_clean_older_than_removes_entries_unused_for_that_long(cache_root, capsys):

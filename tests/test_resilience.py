@@ -369,3 +369,9 @@ def test_training_skips_bad_rows_into_a_report_and_reads_bom_crlf_and_long_texts
     assert "mixes types" in report[3]["reason"]
     max_train_samples = int(SHORT_RUN[SHORT_RUN.index("--max_train_samples") + 1])  # the long text is among them
     assert json.loads((tmp_path / "run" / "train_results.json").read_text())["train_samples"] == max_train_samples
+
+    # A second run on the same files loads the prepared data from the cache, and still reports the skipped rows.
+    args[args.index(str(tmp_path / "run"))] = str(tmp_path / "warm")
+    assert cli_main([*args, "--bad_rows", "skip"]) == 0
+    assert "prepared data: hit" in capsys.readouterr().out
+    assert (tmp_path / "warm" / "bad_rows.jsonl").read_text() == (tmp_path / "run" / "bad_rows.jsonl").read_text()
