@@ -45,6 +45,7 @@ from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
 from finetune.report import CURVES_FILE, plot_curves, read_history
+from finetune.throughput import ThroughputCallback
 from finetune.tokenizer import build_vocab_tokenizer
 
 logger = logging.getLogger("finetune")
@@ -55,7 +56,18 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 
 class Trainer(transformers.Trainer):
     """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
-    and serving length-grouped batches in random order (see ShuffledLengthGroupedSampler)."""
+    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), and measuring
+    throughput (see ThroughputCallback, which it adds; ``self.throughput.totals`` after training)."""
+
+    def __init__(self, *args, callbacks: list | None = None, **kwargs):
+        # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
+        self.throughput = ThroughputCallback()
+        super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
+        self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.throughput.count_batch(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -236,7 +248,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     )
 
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():

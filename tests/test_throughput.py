@@ -1,0 +1,41 @@
+"""Throughput instrumentation: the callback's numbers in the logs and train_results.json."""
+
+import json
+
+from conftest import QUICK_TEXTCNN, read_jsonl
+from transformers import AutoTokenizer
+
+import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.train import main as train_main
+
+THROUGHPUT_LOGS = ("samples_per_second", "tokens_per_second", "step_seconds", "peak_rss_mb")
+
+
+def test_throughput_in_logs_and_train_results(data_args, reviews, tmp_path):
+    assert train_main(data_args + QUICK_TEXTCNN + ["--max_length", "64"]) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "train_results.json").read_text())
+    for name in (
+        "train_throughput_samples_per_second",
+        "train_throughput_tokens_per_second",
+        "train_step_seconds",
+        "train_peak_rss_mb",
+    ):
+        assert results[name] > 0, name
+    assert 50 < results["train_peak_rss_mb"] < 4096
+
+    # Every training example's tokens, once per epoch: padding is not counted.
+    tokenizer = AutoTokenizer.from_pretrained(run / "best")
+    texts = [row["text"] for row in read_jsonl(reviews["train"])]
+    tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=64)["input_ids"])
+    epochs = int(QUICK_TEXTCNN[QUICK_TEXTCNN.index("--num_train_epochs") + 1])
+    assert results["train_tokens"] == tokens * epochs
+    assert results["train_throughput_tokens_per_second"] > results["train_throughput_samples_per_second"]
+
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    train_logs = [entry for entry in history if "loss" in entry]
+    assert train_logs
+    for entry in train_logs:
+        for name in THROUGHPUT_LOGS:
+            assert entry[name] > 0, (name, entry)
+    assert not any(name in entry for entry in history if "eval_loss" in entry for name in THROUGHPUT_LOGS)
