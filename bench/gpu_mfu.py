@@ -135,6 +135,7 @@ def run(mode: str, args: argparse.Namespace, config: BertConfig, output_dir: Pat
         "peak_gpu_memory_mb": memory.get("train_peak_gpu_memory_mb"),
         "peak_rss_mb": memory["train_peak_rss_mb"],
         "achieved_tflops": round(achieved / 1e12, 3),
+        "achieved_flops_per_second": float(f"{achieved:.4g}"),
         "mfu": round(achieved / peak, 4) if peak else None,
     }
 

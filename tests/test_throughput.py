@@ -61,5 +61,7 @@ def test_speed_knobs_parse_from_yaml(reviews, tmp_path):
     assert training.dataloader_pin_memory is False and training.dataloader_persistent_workers is True
     assert training.bf16 is False and training.fp16 is False and training.tf32 is None
     assert training.torch_compile is False
-    _, _, training = parse_args(["--config", str(config), "--output_dir", str(tmp_path / "run"), "--bf16", "true"])
+    # bf16 without a GPU is refused unless the run is explicitly a CPU run.
+    flags = ["--config", str(config), "--output_dir", str(tmp_path / "run"), "--bf16", "true", "--use_cpu", "true"]
+    _, _, training = parse_args(flags)
     assert training.bf16 is True
