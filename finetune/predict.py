@@ -28,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
-from finetune.data import FORMATS, ClassificationCollator, read_texts
+from finetune.data import FORMATS, read_texts
 from finetune.errors import UserError
 
 # Texts are sorted by length within chunks of this many batches: batches of similar lengths, little padding,
@@ -120,7 +120,6 @@ class Classifier:
         back in input order.
         """
         probabilities = np.zeros((len(texts), self.model.config.num_labels))
-        collator = ClassificationCollator(self.tokenizer)
         chunk_size = batch_size * BATCHES_PER_CHUNK
         with tqdm(total=len(texts), unit="text", disable=not progress, file=sys.stderr) as bar, torch.inference_mode():
             for start in range(0, len(texts), chunk_size):
@@ -131,11 +130,28 @@ class Classifier:
                 order = sorted(range(stop - start), key=lambda row: len(encoded["input_ids"][row]))
                 for batch_start in range(0, len(order), batch_size):
                     rows = order[batch_start : batch_start + batch_size]
-                    batch = collator([{name: encoded[name][row] for name in names} for row in rows])
+                    batch = self.pad([[encoded[name][row] for row in rows] for name in names], names)
                     logits = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
                     probabilities[[start + row for row in rows]] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
                     bar.update(len(rows))
         return probabilities
+
+    def pad(self, columns: list[list[list[int]]], names: list[str]) -> dict[str, torch.Tensor]:
+        """Pads each column (input_ids, attention_mask, ...) of a batch to its longest row, on the tokenizer's
+        padding side. Filling arrays directly is several times faster than ``tokenizer.pad``, which shows in the
+        prediction time of a model as cheap as TextCNN."""
+        length = max(len(row) for row in columns[0])
+        left = self.tokenizer.padding_side == "left"
+        batch = {}
+        for name, rows in zip(names, columns, strict=True):
+            array = np.full((len(rows), length), self.tokenizer.pad_token_id if name == "input_ids" else 0)
+            for index, row in enumerate(rows):
+                if left:
+                    array[index, length - len(row) :] = row
+                else:
+                    array[index, : len(row)] = row
+            batch[name] = torch.from_numpy(array)
+        return batch
 
 
 def prediction_columns(

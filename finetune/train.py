@@ -56,6 +56,7 @@ from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
 from finetune.prepared import prepare_data
 from finetune.report import CURVES_FILE, plot_curves, read_history
+from finetune.throughput import ThroughputCallback
 from finetune.tokenizer import build_vocab_tokenizer
 
 logger = logging.getLogger("finetune")
@@ -66,8 +67,19 @@ RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", 
 
 class Trainer(transformers.Trainer):
     """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
-    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), and marking each
-    checkpoint complete once all of its files are written (see finetune.checkpoints)."""
+    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), marking each
+    checkpoint complete once all of its files are written (see finetune.checkpoints), and measuring
+    throughput (see ThroughputCallback, which it adds; ``self.throughput.totals`` after training)."""
+
+    def __init__(self, *args, callbacks: list | None = None, **kwargs):
+        # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
+        self.throughput = ThroughputCallback()
+        super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
+        self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.throughput.count_batch(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -274,7 +286,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     )
 
     train_result = trainer.train(resume_from_checkpoint=resume)
-    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
+    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():

@@ -1,0 +1,94 @@
+"""What the speed benchmarks share: a demo config turned into arguments, tokenized splits and a fresh model.
+
+Everything goes through finetune's own functions (parse_args, load_raw_splits, build_tokenizer, tokenize_splits,
+build_model), so the benchmarks measure the code `finetune train` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `python bench/x.py` from a clone, without installing
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from datasets import DatasetDict  # noqa: E402
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed  # noqa: E402
+
+from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args  # noqa: E402
+from finetune.data import RawData, default_cache_dir, load_raw_splits, tokenize_splits  # noqa: E402
+from finetune.train import build_model, build_tokenizer  # noqa: E402
+
+CONFIGS = {"textcnn": REPO / "configs" / "textcnn.yaml", "bert": REPO / "configs" / "bert.yaml"}
+
+
+@dataclass
+class Prepared:
+    """A demo config's arguments, its data read and tokenized, and the tokenizer."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    training_args: TrainingArguments
+    raw: RawData
+    tokenizer: PreTrainedTokenizerBase
+    tokenized: DatasetDict
+
+    def new_model(self) -> PreTrainedModel:
+        """A freshly initialised model, the same weights on every call (seeded)."""
+        set_seed(self.training_args.seed)
+        return build_model(self.model_args, self.tokenizer, self.raw)
+
+
+def prepare(model: str, output_dir: Path, overrides: list[str] = ()) -> Prepared:
+    """Parses configs/<model>.yaml with ``overrides`` (command-line flags), reads and tokenizes its data."""
+    argv = ["--config", str(CONFIGS[model]), "--output_dir", str(output_dir), "--overwrite_output_dir", "true"]
+    argv += ["--disable_tqdm", "true", *overrides]
+    model_args, data_args, training_args = parse_args(argv)
+    for name in ("train_file", "validation_file", "test_file"):  # the configs' paths are relative to the repository
+        if getattr(data_args, name):
+            setattr(data_args, name, str(REPO / getattr(data_args, name)))
+    if not Path(data_args.train_file).is_file():
+        sys.exit(f"{data_args.train_file} is missing: run `./run.sh prepare` (or data/chinese_sentiment/prepare.py).")
+    raw = load_raw_splits(data_args, seed=training_args.seed)
+    tokenizer = build_tokenizer(model_args, data_args, raw)
+    tokenized = tokenize_splits(raw.splits, tokenizer, data_args, default_cache_dir(data_args))
+    return Prepared(model_args, data_args, training_args, raw, tokenizer, tokenized)
+
+
+def add_threads_argument(parser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice). On a CPU shared with other work, 1 gives steadier numbers: "
+        "threads that wait for each other on busy cores slow every step down several times.",
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)

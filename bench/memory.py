@@ -1,0 +1,66 @@
+"""Peak memory of the demo training run: `finetune train --config configs/textcnn.yaml` as a subprocess.
+
+Reports the peak resident memory of the run as the kernel saw it (ru_maxrss of the finished child process,
+which counts everything: Python, torch, tokenization, datasets, evaluation, checkpoints, the best model at the
+end) and the throughput callback's own figure from train_results.json. By default the run is shortened to
+--epochs 2 so that evaluation, checkpointing and loading the best model all happen in a couple of minutes;
+--epochs 0 keeps the config's 6 epochs.
+
+    python bench/memory.py
+    python bench/memory.py --epochs 0 --config configs/bert.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import CONFIGS, REPO, machine
+
+TARGET_MB = 2048
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIGS["textcnn"], help="default: configs/textcnn.yaml")
+    parser.add_argument("--epochs", type=int, default=2, help="num_train_epochs (default: 2; 0 keeps the config's)")
+    args, extra = parser.parse_known_args(argv)
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        config = args.config.resolve()
+        command = [sys.executable, "-m", "finetune", "train", "--config", str(config), "--output_dir", output_dir]
+        command += ["--disable_tqdm", "true", *(["--num_train_epochs", str(args.epochs)] if args.epochs else [])]
+        command += extra
+        started = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr, env=dict(os.environ))
+        wall = time.perf_counter() - started
+        # ru_maxrss of RUSAGE_CHILDREN: the largest peak among finished children, in kB on Linux (bytes on macOS).
+        children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_mb = children_peak / 2**20 if sys.platform == "darwin" else children_peak / 2**10
+        results = json.loads((Path(output_dir) / "all_results.json").read_text())
+
+    result = {
+        "benchmark": "memory",
+        "command": " ".join(["finetune", *(part if part != output_dir else "TMP" for part in command[3:])]),
+        "peak_rss_mb": round(peak_mb, 1),
+        "callback_train_peak_rss_mb": results.get("train_peak_rss_mb"),
+        "target_mb": TARGET_MB,
+        "met": peak_mb < TARGET_MB,
+        "run_seconds": round(wall, 1),
+        "epochs": results.get("epoch"),
+        "test_accuracy": round(results["test_accuracy"], 4) if "test_accuracy" in results else None,
+        "machine": machine(),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

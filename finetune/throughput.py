@@ -1,0 +1,190 @@
+"""Training throughput: samples/s, non-padding tokens/s, mean step time and peak memory.
+
+Each training log line gets, for the steps since the previous one:
+
+- ``samples_per_second``, ``tokens_per_second``: examples and non-padding tokens over the wall time spent
+  training (data loading included, evaluation and checkpoint saving left out);
+- ``step_seconds``: mean time of one optimizer step (forward, backward, optimizer), data loading left out;
+  timed with CUDA events on a GPU, so the GPU's own time is measured, not the time Python took to queue it;
+- ``peak_rss_mb``: peak resident memory of the process; on a GPU also ``peak_gpu_memory_mb``, the peak
+  memory allocated by tensors.
+
+The run's totals go into ``train_results.json``: ``train_throughput_samples_per_second``,
+``train_throughput_tokens_per_second``, ``train_step_seconds``, ``train_peak_rss_mb`` (``train_peak_gpu_memory_mb``)
+and ``train_tokens``, the non-padding tokens trained on. (The Trainer's own ``train_samples_per_second`` divides by
+the whole run time, evaluation and saving included.) Under several processes samples and tokens are summed over
+all of them; step time and memory are those of each process.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch
+from transformers import TrainerCallback
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (ru_maxrss counts kB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+class StepTimer:
+    """Sums the time of timed regions: perf_counter on a CPU, CUDA events on a GPU.
+
+    CUDA events are only read at ``take()``, after one synchronize, so timing does not stall the GPU queue
+    at every step.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.seconds = 0.0
+        self.started: float | torch.cuda.Event | None = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self.started = torch.cuda.Event(enable_timing=True)
+            self.started.record()
+        else:
+            self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.started is None:
+            return
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self.started, end))
+        else:
+            self.seconds += time.perf_counter() - self.started
+        self.started = None
+
+    def take(self) -> float:
+        """The seconds timed since the last call."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.seconds += sum(start.elapsed_time(end) for start, end in self.events) / 1000
+            self.events.clear()
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds throughput and memory to every training log and keeps the run's totals in ``totals``.
+
+    The callback cannot see the batches; the Trainer reports each one through ``count_batch``.
+
+    Args:
+        pad_token_id: Token id counted as padding when a batch has no attention_mask.
+    """
+
+    def __init__(self, pad_token_id: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.totals: dict[str, float] = {}
+        self.reset_window()
+
+    def reset_window(self) -> None:
+        self.window_samples, self.window_steps = 0, 0
+        self.window_tokens: torch.Tensor | None = None
+        self.window_start = self.last_mark = time.perf_counter()
+        self.excluded = 0.0
+
+    def count_batch(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Counts the examples and non-padding tokens of a training batch (no device synchronisation)."""
+        input_ids = inputs["input_ids"]
+        if "attention_mask" in inputs:
+            tokens = inputs["attention_mask"].sum()
+        elif self.pad_token_id is not None:
+            tokens = (input_ids != self.pad_token_id).sum()
+        else:
+            tokens = torch.tensor(input_ids.numel(), device=input_ids.device)
+        self.window_tokens = tokens if self.window_tokens is None else self.window_tokens + tokens
+        self.window_samples += input_ids.shape[0]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.device = args.device
+        self.timer = StepTimer(args.device)
+        if self.timer.cuda:
+            torch.cuda.reset_peak_memory_stats(args.device)
+        self.run = {"samples": 0, "tokens": 0, "steps": 0, "train_seconds": 0.0, "step_seconds": 0.0}
+        self.reset_window()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.timer.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.timer.stop()
+        self.window_steps += 1
+        self.last_mark = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.exclude_since_last_mark()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.exclude_since_last_mark()
+
+    def exclude_since_last_mark(self) -> None:
+        """Evaluation and saving run between two steps; their time is not training time."""
+        now = time.perf_counter()
+        self.excluded += now - self.last_mark
+        self.last_mark = now
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:  # evaluation logs and the final summary
+            return
+        metrics = self.close_window()
+        logs.update(metrics)
+        # The Trainer appended a copy of logs to log_history before calling us; keep trainer_state.json complete.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(metrics)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.exclude_since_last_mark()  # the last evaluation, saving, loading the best model
+        self.close_window()
+        run = self.run
+        self.totals = {
+            "train_throughput_samples_per_second": round(run["samples"] / max(run["train_seconds"], 1e-9), 3),
+            "train_throughput_tokens_per_second": round(run["tokens"] / max(run["train_seconds"], 1e-9), 3),
+            "train_step_seconds": round(run["step_seconds"] / max(run["steps"], 1), 6),
+            "train_tokens": int(run["tokens"]),
+            **{f"train_{name}": value for name, value in self.memory().items()},
+        }
+
+    def close_window(self) -> dict[str, float]:
+        """Metrics of the steps since the previous call; adds them to the run's totals."""
+        step_seconds = self.timer.take()  # synchronizes a GPU, so the wall time below is complete
+        now = time.perf_counter()
+        train_seconds = max(now - self.window_start - self.excluded, 1e-9)
+        counts = torch.tensor([self.window_samples, 0], dtype=torch.float64, device=self.device)
+        if self.window_tokens is not None:
+            counts[1] = self.window_tokens
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        samples, tokens = counts.tolist()
+        steps = self.window_steps
+        for name, value in (
+            ("samples", samples),
+            ("tokens", tokens),
+            ("steps", steps),
+            ("train_seconds", train_seconds),
+            ("step_seconds", step_seconds),
+        ):
+            self.run[name] += value
+        self.reset_window()
+        return {
+            "samples_per_second": round(samples / train_seconds, 3),
+            "tokens_per_second": round(tokens / train_seconds, 3),
+            "step_seconds": round(step_seconds / max(steps, 1), 6),
+            **self.memory(),
+        }
+
+    def memory(self) -> dict[str, float]:
+        """Peak resident memory of the process and, on a GPU, peak memory allocated by tensors, in MB."""
+        memory = {"peak_rss_mb": round(peak_rss_mb(), 1)}
+        if self.timer.cuda:
+            memory["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        return memory

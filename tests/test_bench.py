@@ -1,0 +1,35 @@
+"""The GPU benchmark's tiny CPU mode runs and reports every figure, so the script does not rot between GPU runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_gpu_benchmark_tiny_mode_runs_on_cpu(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu.sh"), "--tiny"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    assert result["device"] == "cpu" and result["precision"] == "fp32"
+    eager = result["eager"]
+    for name in (
+        "samples_per_second",
+        "tokens_per_second",
+        "step_seconds",
+        "achieved_flops_per_second",
+        "peak_rss_mb",
+    ):
+        assert eager[name] > 0, name
+    assert eager["tokens_per_second"] == round(eager["samples_per_second"] * result["seq_len"], 1)
+    assert eager["timed_steps"] == 4
+    assert eager["mfu"] is None  # no peak FLOPs for a CPU unless --peak_flops is given
