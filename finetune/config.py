@@ -68,6 +68,16 @@ class ModelArguments:
     )
     num_filters: int = field(default=128, metadata={"help": "TextCNN: filters per kernel size."})
     dropout: float = field(default=0.5, metadata={"help": "TextCNN: dropout before the classifier."})
+    ngram_buckets: int = field(
+        default=0,
+        metadata={
+            "help": "TextCNN: add to each token's embedding those of the n-grams starting on it (sizes in ngram_sizes), "
+            "hashed into this many buckets (fastText-style n-gram features). 0 turns it off."
+        },
+    )
+    ngram_sizes: list[int] = field(
+        default_factory=lambda: [2], metadata={"help": "TextCNN: n-gram sizes for ngram_buckets, e.g. 2 3."}
+    )
     tokenizer_level: Literal["char", "word"] = field(
         default="char",
         metadata={"help": "TextCNN vocabulary: characters (right for Chinese) or whitespace-separated words."},
@@ -88,6 +98,12 @@ class ModelArguments:
             raise UserError("model_type 'bert' needs model_name_or_path (a model directory or hub id).")
         if self.extend_vocabulary and self.model_type != "bert":
             raise UserError("extend_vocabulary is for model_type bert; TextCNN builds its vocabulary from the data.")
+        if self.ngram_buckets and (self.ngram_buckets < 2 or self.model_type != "textcnn"):
+            raise UserError(f"ngram_buckets is for model_type textcnn and 0 or at least 2, got {self.ngram_buckets}.")
+        if any(size < 2 for size in self.ngram_sizes):
+            raise UserError(
+                f"ngram_sizes must be 2 or more (single tokens have their own embedding), got {self.ngram_sizes}."
+            )
         if any(size < 1 for size in self.kernel_sizes):
             raise UserError(f"kernel_sizes must be positive, got {self.kernel_sizes}.")
 

@@ -70,7 +70,13 @@ def model_description(trainer, model_args: ModelArguments, data_args: DataArgume
         architecture = (
             f"A TextCNN (`TextCNNForSequenceClassification` of the finetune package): {config.embedding_dim}-dimensional "
             f"embeddings of a {model_args.tokenizer_level}-level vocabulary of {config.vocab_size} tokens built from "
-            f"the training texts, {config.num_filters} filters for each kernel size {config.kernel_sizes}, max over "
+            f"the training texts"
+            + (
+                f" plus hashed embeddings of its {config.ngram_sizes}-grams ({config.ngram_buckets} buckets)"
+                if config.ngram_buckets
+                else ""
+            )
+            + f", {config.num_filters} filters for each kernel size {config.kernel_sizes}, max over "
             f"time, dropout {config.dropout}, and a linear classifier."
         )
     else:

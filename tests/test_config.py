@@ -95,6 +95,8 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--gpus", "0", "--use_cpu", "true"], "contradict"),
         (["--train_file", "nowhere.jsonl"], "does not exist"),
         (["--model_type", "bert"], "needs model_name_or_path"),
+        (["--ngram_buckets", "1"], "ngram_buckets is for model_type textcnn and 0 or at least 2"),
+        (["--ngram_sizes", "1"], "ngram_sizes must be 2 or more"),
         (["--num_train_epochs", "many"], "invalid float value"),
     ],
 )

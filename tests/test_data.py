@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import read_jsonl
+from transformers import AutoModelForSequenceClassification
 
 from finetune.config import DataArguments
 from finetune.data import (
@@ -191,9 +192,18 @@ def test_collator_pads_to_the_widest_kernel_and_multiple():
     assert ClassificationCollator(tokenizer, pad_to_multiple_of=8)(features)["input_ids"].shape == (2, 8)
 
 
-def test_textcnn_output_does_not_depend_on_padding():
+@pytest.mark.parametrize(("ngram_buckets", "ngram_sizes"), [(0, [2]), (31, [2]), (31, [2, 3])])
+def test_textcnn_output_does_not_depend_on_padding(ngram_buckets, ngram_sizes):
     torch.manual_seed(0)
-    config = TextCNNConfig(vocab_size=20, embedding_dim=8, kernel_sizes=[2, 3], num_filters=4, num_labels=3)
+    config = TextCNNConfig(
+        vocab_size=20,
+        embedding_dim=8,
+        kernel_sizes=[2, 3],
+        num_filters=4,
+        num_labels=3,
+        ngram_buckets=ngram_buckets,
+        ngram_sizes=ngram_sizes,
+    )
     model = TextCNNForSequenceClassification(config).eval()
     ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 4, 3, 0, 0, 0]])
     mask = (ids != 0).long()
@@ -202,6 +212,36 @@ def test_textcnn_output_does_not_depend_on_padding():
     assert torch.allclose(short, long_, atol=1e-6)
     output = model(ids, mask, labels=torch.tensor([0, 2]))
     assert output.logits.shape == (2, 3) and output.loss.ndim == 0 and output.loss > 0
+
+
+def test_textcnn_ngram_embeddings_see_token_order_and_reload(tmp_path):
+    torch.manual_seed(0)
+    config = TextCNNConfig(
+        vocab_size=20,
+        embedding_dim=8,
+        kernel_sizes=[1],
+        num_filters=4,
+        num_labels=2,
+        ngram_buckets=31,
+        ngram_sizes=[2, 3],
+    )
+    model = TextCNNForSequenceClassification(config).eval()
+    ids = torch.tensor([[5, 6, 7, 0], [7, 6, 5, 0]])
+    for size in (2, 3):
+        buckets = model.ngram_ids(ids, size)
+        assert buckets[:, 3].tolist() == [0, 0] and ((buckets[:, :3] >= 1) & (buckets[:, :3] < 31)).all()
+    assert not torch.equal(model.ngram_ids(ids, 2), model.ngram_ids(ids, 3))
+    # Kernel width 1 sees one position at a time: the same tokens in another order differ only through n-grams.
+    logits = model(ids, (ids != 0).long()).logits
+    assert not torch.allclose(logits[0], logits[1])
+    without = TextCNNForSequenceClassification(TextCNNConfig(**{**config.to_dict(), "ngram_buckets": 0})).eval()
+    plain = without(ids, (ids != 0).long()).logits
+    assert torch.allclose(plain[0], plain[1])
+
+    model.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert (reloaded.config.ngram_buckets, reloaded.config.ngram_sizes) == (31, [2, 3])
+    assert torch.equal(reloaded(ids, (ids != 0).long()).logits, logits)
 
 
 def test_length_grouped_batches_hold_every_example_once_in_random_order():

@@ -24,6 +24,10 @@ class TextCNNConfig(PretrainedConfig):
         num_filters: Output channels of each convolution.
         dropout: Dropout on the pooled features, before the classifier.
         pad_token_id: Id whose embedding stays zero.
+        ngram_buckets: When above 0, each token's embedding gets added to it the embeddings of the n-grams
+            that start on it (for each n of ``ngram_sizes``), hashed into this many shared buckets, as
+            fastText does. Bucket 0 is for padding.
+        ngram_sizes: The n-gram lengths that get embeddings, e.g. ``[2]`` for bigrams.
     """
 
     model_type = "textcnn"
@@ -36,6 +40,8 @@ class TextCNNConfig(PretrainedConfig):
         num_filters: int = 128,
         dropout: float = 0.5,
         pad_token_id: int = 0,
+        ngram_buckets: int = 0,
+        ngram_sizes: list[int] | tuple[int, ...] = (2,),
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -43,6 +49,8 @@ class TextCNNConfig(PretrainedConfig):
         self.kernel_sizes = list(kernel_sizes)
         self.num_filters = num_filters
         self.dropout = dropout
+        self.ngram_buckets = ngram_buckets
+        self.ngram_sizes = list(ngram_sizes)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
@@ -72,6 +80,9 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.ngram_embeddings = (
+            nn.Embedding(config.ngram_buckets, config.embedding_dim, padding_idx=0) if config.ngram_buckets else None
+        )
         self.convs = nn.ModuleList(
             nn.Conv1d(config.embedding_dim, config.num_filters, kernel_size) for kernel_size in config.kernel_sizes
         )
@@ -84,6 +95,19 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
+
+    def ngram_ids(self, input_ids: torch.LongTensor, size: int) -> torch.LongTensor:
+        """The bucket of the ``size``-gram starting on each token: 1..ngram_buckets-1, and 0 on padding.
+
+        N-grams at the end of a text run into padding, which is the same whatever the amount of padding.
+        """
+        pad = self.config.pad_token_id
+        padded = nn.functional.pad(input_ids, (0, size - 1), value=pad)
+        hashed = torch.full_like(input_ids, size)  # n-grams of different sizes hash apart
+        for offset in range(size):
+            hashed = (hashed * 1_000_003 + padded[:, offset : offset + input_ids.shape[1]]) % 2**40
+        buckets = hashed % (self.config.ngram_buckets - 1) + 1
+        return buckets.masked_fill(input_ids == pad, 0)
 
     def forward(
         self,
@@ -105,7 +129,11 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
         input_ids = nn.functional.pad(input_ids, (0, extra), value=self.config.pad_token_id)
         if attention_mask is not None:
             attention_mask = nn.functional.pad(attention_mask, (0, extra), value=0)
-        embedded = self.embeddings(input_ids).transpose(1, 2)  # (batch, embedding_dim, length)
+        embedded = self.embeddings(input_ids)
+        if self.ngram_embeddings is not None:
+            for size in self.config.ngram_sizes:
+                embedded = embedded + self.ngram_embeddings(self.ngram_ids(input_ids, size))
+        embedded = embedded.transpose(1, 2)  # (batch, embedding_dim, length)
         pooled = []
         for conv in self.convs:
             features = torch.relu(conv(embedded))  # (batch, num_filters, length - kernel + 1)
