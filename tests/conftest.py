@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -59,3 +60,18 @@ QUICK_TEXTCNN = [
     "--num_train_epochs", "4",
     "--logging_steps", "5",
 ]  # fmt: skip
+
+
+@pytest.fixture
+def finetune_log() -> list[str]:
+    """The messages of the finetune loggers, which may not propagate to pytest's handler."""
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    package_logger = logging.getLogger("finetune")
+    level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    yield records
+    package_logger.removeHandler(handler)
+    package_logger.setLevel(level)

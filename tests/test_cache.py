@@ -1,7 +1,6 @@
 """The tokenized-data cache: hits across processes, misses that say why, and `finetune cache list|inspect|clean`."""
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -64,18 +63,9 @@ def cache_root(trained, tmp_path) -> Path:
 
 
 @pytest.fixture
-def cache_log():
-    """The messages tokenize_splits logs (the finetune logger may not propagate to pytest's handler)."""
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    data_logger = logging.getLogger("finetune.data")
-    level = data_logger.level
-    data_logger.addHandler(handler)
-    data_logger.setLevel(logging.INFO)
-    yield records
-    data_logger.removeHandler(handler)
-    data_logger.setLevel(level)
+def cache_log(finetune_log):
+    """The messages tokenize_splits logs."""
+    return finetune_log
 
 
 def run_cache(capsys, *argv: str) -> str:

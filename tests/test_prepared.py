@@ -1,7 +1,6 @@
 """Prepared data: a warm run loads tokenizer and tokenized splits without parsing a file, and never stale ones."""
 
 import json
-import logging
 import os
 import shutil
 import unicodedata
@@ -34,18 +33,8 @@ def counts(monkeypatch) -> dict[str, int]:
 
 
 @pytest.fixture
-def log() -> list[str]:
-    """The messages of the finetune loggers (they may not propagate to pytest's handler)."""
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    package_logger = logging.getLogger("finetune")
-    level = package_logger.level
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-    yield records
-    package_logger.removeHandler(handler)
-    package_logger.setLevel(level)
+def log(finetune_log) -> list[str]:
+    return finetune_log
 
 
 @pytest.fixture
