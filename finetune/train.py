@@ -19,9 +19,11 @@ if __name__ == "__main__" and not __package__:
 import copy
 import json
 import logging
+import os
 import shutil
 import statistics
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 
@@ -220,8 +222,25 @@ def save_best(
         "greater_is_better": training_args.greater_is_better,
         "best_dir": BEST_DIR,
     }
-    (output_dir / BEST_FILE).write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    # Through a rename, so that a write cut short leaves no best.json: the run then counts as unfinished.
+    partial = output_dir / f"{BEST_FILE}.tmp"
+    partial.write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, output_dir / BEST_FILE)
     return best
+
+
+@contextmanager
+def disk_full_stops_with_a_message(what: str, output_dir: Path):
+    """Turns a failed write for lack of space into a message that says what to do, as a checkpoint save does."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if not disk_full(error):
+            raise
+        raise UserError(
+            f"No space left on device while writing {what} in {output_dir}. The checkpoints are intact; free some "
+            "space and run again with --resume to finish the run from the last one."
+        ) from error
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -289,10 +308,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
-    trainer.save_metrics("train", train_metrics)
-    trainer.save_state()
+    with disk_full_stops_with_a_message(f"the results and {BEST_DIR}/", output_dir):
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            best = save_best(trainer, tokenizer, model_args, data_args, training_args)
     if trainer.is_world_process_zero():
-        best = save_best(trainer, tokenizer, model_args, data_args, training_args)
         logger.info("best checkpoint: %s (%s = %s) -> %s", best["checkpoint"], best["metric"], best["value"], BEST_DIR)
 
     eval_metrics = dict(trainer.evaluate(), eval_samples=len(tokenized["validation"]))

@@ -292,6 +292,34 @@ def test_disk_full_while_saving_keeps_earlier_checkpoints_and_resume_finishes(
     )
 
 
+def test_disk_full_while_writing_best_stops_with_a_message_and_resume_writes_it(
+    finished_run, reviews, tmp_path, monkeypatch, capsys
+):
+    import transformers.modeling_utils
+
+    from finetune.cli import main as cli_main
+
+    save_file = transformers.modeling_utils.safe_save_file
+
+    def best_does_not_fit(tensors, filename, *args, **kwargs):
+        if Path(filename).parent.name == "best":
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", best_does_not_fit)
+    assert cli_main(["train", *run_args(reviews, tmp_path, "run")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device while writing the results and best/" in err and "--resume" in err
+    run = tmp_path / "run"
+    assert not (run / "best.json").exists()  # the run does not count as finished
+    assert checkpoint_problem(run / "checkpoint-12") is None
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", save_file)  # space freed
+    assert cli_main(["train", *run_args(reviews, tmp_path, "run", "--resume")]) == 0
+    assert json.loads((run / "best.json").read_text()) == json.loads((finished_run / "best.json").read_text())
+    assert_same_weights(run / "best" / "model.safetensors", finished_run / "best" / "model.safetensors")
+
+
 def test_same_seed_same_losses_and_weights_other_seed_other_ones(finished_run, reviews, tmp_path):
     assert train_main(run_args(reviews, tmp_path, "again", "--seed", "42")) == 0
     assert train_main(run_args(reviews, tmp_path, "other", "--seed", "7")) == 0
