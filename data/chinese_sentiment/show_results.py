@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
 
     import finetune  # noqa: F401  (registers TextCNN with the Auto classes that pipeline uses)
 
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar between the lines of this summary
     classifier = pipeline("text-classification", model=str(best_dir), device="cpu")
     rows = [json.loads(line) for line in args.test_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
     print("examples from the test split:")
