@@ -11,6 +11,7 @@ import platform
 import statistics
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +27,8 @@ from datasets import DatasetDict  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed  # noqa: E402
 
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args  # noqa: E402
-from finetune.data import RawData, default_cache_dir, load_raw_splits, tokenize_splits  # noqa: E402
+from finetune.data import RawData  # noqa: E402
+from finetune.prepared import prepare_data  # noqa: E402
 from finetune.train import build_model, build_tokenizer  # noqa: E402
 
 CONFIGS = {"textcnn": REPO / "configs" / "textcnn.yaml", "bert": REPO / "configs" / "bert.yaml"}
@@ -59,10 +61,18 @@ def prepare(model: str, output_dir: Path, overrides: list[str] = ()) -> Prepared
             setattr(data_args, name, str(REPO / getattr(data_args, name)))
     if not Path(data_args.train_file).is_file():
         sys.exit(f"{data_args.train_file} is missing: run `./run.sh prepare` (or data/chinese_sentiment/prepare.py).")
-    raw = load_raw_splits(data_args, seed=training_args.seed)
-    tokenizer = build_tokenizer(model_args, data_args, raw)
-    tokenized = tokenize_splits(raw.splits, tokenizer, data_args, default_cache_dir(data_args))
-    return Prepared(model_args, data_args, training_args, raw, tokenizer, tokenized)
+    data = prepare_data(model_args, data_args, training_args.seed, partial(build_tokenizer, model_args, data_args))
+    return Prepared(model_args, data_args, training_args, data, data.tokenizer, data.splits)
+
+
+def fixed_steps(steps: int) -> list[str]:
+    """Flags for a timed run: exactly ``steps`` optimizer steps, no evaluation, no checkpoints, no reporting."""
+    return ["--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no"] + [
+        "--load_best_model_at_end",
+        "false",
+        "--report_to",
+        "none",
+    ]
 
 
 def add_threads_argument(parser) -> None:

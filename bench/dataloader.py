@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import add_threads_argument, machine, median, prepare, set_threads
+from common import add_threads_argument, fixed_steps, machine, median, prepare, set_threads
 from overhead import train_finetune
 
 
@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as output_dir:
-        overrides = ["--max_steps", str(args.steps), "--eval_strategy", "no", "--save_strategy", "no"]
-        overrides += ["--load_best_model_at_end", "false", "--report_to", "none"]
-        prepared = prepare("textcnn", Path(output_dir), overrides)
+        prepared = prepare("textcnn", Path(output_dir), fixed_steps(args.steps))
         batch_size = prepared.training_args.per_device_train_batch_size
         per_second: dict[int, list[float]] = {workers: [] for workers in args.workers}
         for repeat in range(args.repeats):

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import Prepared, add_threads_argument, machine, median, prepare, set_threads
+from common import Prepared, add_threads_argument, fixed_steps, machine, median, prepare, set_threads
 from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
@@ -87,7 +87,7 @@ def train_plain(prepared: Prepared, steps: int, record: list | None = None) -> d
     clock = Clock()
     dataset = prepared.tokenized["train"].select_columns(MODEL_COLUMNS)
     lengths = [len(ids) for ids in dataset["input_ids"]]
-    sampler = ShuffledLengthGroupedSampler(args.per_device_train_batch_size, lengths=lengths)
+    sampler = ShuffledLengthGroupedSampler(args.per_device_train_batch_size, lengths=lengths, seed=args.seed)
     loader = DataLoader(dataset, args.per_device_train_batch_size, sampler=sampler, collate_fn=collator(prepared))
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as output_dir:
-        overrides = ["--max_steps", str(args.steps), "--eval_strategy", "no", "--save_strategy", "no"]
-        overrides += ["--load_best_model_at_end", "false", "--report_to", "none"]
-        prepared = prepare("textcnn", Path(output_dir), overrides)
+        prepared = prepare("textcnn", Path(output_dir), fixed_steps(args.steps))
         prepared.training_args.max_steps = args.check_steps
         compared = check_same_batches(prepared, args.check_steps)
         prepared.training_args.max_steps = args.steps

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from finetune.checkpoints import write_json_atomically
 from finetune.errors import UserError
 from finetune.model_card import file_sha256
 
@@ -54,13 +55,6 @@ def cache_directory(cache_dir: str | Path | None = None) -> Path:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomically(path: Path, value: dict) -> None:
-    """Writes JSON through a temporary file and a rename: a reader (another process) never sees half a file."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def manifest_path(cache_dir: Path, key: str) -> Path:
@@ -157,7 +151,11 @@ def write_manifest(cache_dir: Path, key: str, split: str, readable_inputs: dict,
 
 def record_use(cache_dir: Path, key: str) -> bool:
     """Updates an entry's last-used time on a hit; False when it has no readable manifest."""
-    path = manifest_path(cache_dir, key)
+    return record_last_use(manifest_path(cache_dir, key))
+
+
+def record_last_use(path: Path) -> bool:
+    """Sets the last-used time of a manifest or prepared-data index; False when it is missing or unreadable."""
     manifest = read_manifest(path)
     if manifest is None:
         return False
@@ -199,14 +197,6 @@ def write_prepared(
         "last_used": timestamp,
     }
     write_json_atomically(prepared_path(cache_dir, key), index)
-
-
-def record_prepared_use(cache_dir: Path, key: str) -> None:
-    path = prepared_path(cache_dir, key)
-    index = read_prepared(path)
-    if index is not None:
-        index["last_used"] = now()
-        write_json_atomically(path, index)
 
 
 def nearest_entry(cache_dir: Path, split: str, data_file: str | None, key: str) -> dict | None:

@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from finetune.errors import UserError
@@ -136,6 +137,24 @@ def fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+def write_json_atomically(path: Path, value: dict, durable: bool = False) -> None:
+    """Writes JSON to a temporary file, then renames it into place: a reader (another process) never sees half a
+    file, and a write cut short (a kill, a full disk) leaves the previous file or none.
+
+    Args:
+        durable: Also flush the file and its folder entry to disk before returning.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    if durable:
+        fsync(path.parent)
+
+
 def mark_complete(checkpoint_dir: Path, step: int) -> None:
     """Writes the completion marker into a checkpoint whose every file is written: call it last."""
     files = {}
@@ -143,13 +162,7 @@ def mark_complete(checkpoint_dir: Path, step: int) -> None:
         if path.is_file() and path.name != COMPLETE_FILE:
             fsync(path)
             files[path.relative_to(checkpoint_dir).as_posix()] = path.stat().st_size
-    temporary = checkpoint_dir / f".{COMPLETE_FILE}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"step": step, "files": files}, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, checkpoint_dir / COMPLETE_FILE)
-    fsync(checkpoint_dir)
+    write_json_atomically(checkpoint_dir / COMPLETE_FILE, {"step": step, "files": files}, durable=True)
 
 
 def disk_full(error: Exception) -> bool:
@@ -157,6 +170,25 @@ def disk_full(error: Exception) -> bool:
     if isinstance(error, OSError):
         return error.errno == errno.ENOSPC
     return "file write failed" in str(error)
+
+
+@contextmanager
+def stop_when_disk_full(doing: str, checkpoints: str):
+    """Turns a write that failed for lack of space into a message that says what is intact and what to do.
+
+    Args:
+        doing: What was being written, e.g. "saving checkpoint-8 in outputs/run".
+        checkpoints: Which checkpoints are intact, after "The checkpoints ", e.g. "before it".
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if not disk_full(error):
+            raise
+        raise UserError(
+            f"No space left on device while {doing}. The checkpoints {checkpoints} are intact; free some space (or "
+            "lower save_total_limit) and run again with --resume to continue from the last complete one."
+        ) from error
 
 
 def checkpoint_problem(checkpoint_dir: Path) -> str | None:

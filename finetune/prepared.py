@@ -133,7 +133,7 @@ def load_prepared(cache_dir: Path, key: str) -> PreparedData | None:
         return None
     for entry in index["splits"].values():
         cache.record_use(cache_dir, entry)
-    cache.record_prepared_use(cache_dir, key)
+    cache.record_last_use(cache.prepared_path(cache_dir, key))
     logger.info(
         "prepared data: hit prepared-%s: tokenizer %s and %d splits from the cache; files hashed, not read",
         key,

@@ -19,11 +19,9 @@ if __name__ == "__main__" and not __package__:
 import copy
 import json
 import logging
-import os
 import shutil
 import statistics
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 
@@ -39,9 +37,10 @@ from finetune.checkpoints import (
     BEST_FILE,
     COMPLETE_FILE,
     EVALUATION_DIR,
-    disk_full,
     mark_complete,
     resolve_resume,
+    stop_when_disk_full,
+    write_json_atomically,
 )
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
 from finetune.data import (
@@ -99,16 +98,8 @@ class Trainer(transformers.Trainer):
         checkpoint_dir = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
             (checkpoint_dir / COMPLETE_FILE).unlink(missing_ok=True)  # saved again: incomplete until done
-        try:
+        with stop_when_disk_full(f"saving {checkpoint_dir.name} in {checkpoint_dir.parent}", "before it"):
             super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as error:
-            if not disk_full(error):
-                raise
-            raise UserError(
-                f"No space left on device while saving {checkpoint_dir.name} in {checkpoint_dir.parent}. The "
-                "checkpoints before it are intact; free some space (or lower save_total_limit) and run again with "
-                "--resume to continue from the last complete one."
-            ) from error
         self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_N.pth)
         if self.args.should_save:
             mark_complete(checkpoint_dir, self.state.global_step)
@@ -222,25 +213,8 @@ def save_best(
         "greater_is_better": training_args.greater_is_better,
         "best_dir": BEST_DIR,
     }
-    # Through a rename, so that a write cut short leaves no best.json: the run then counts as unfinished.
-    partial = output_dir / f"{BEST_FILE}.tmp"
-    partial.write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, output_dir / BEST_FILE)
+    write_json_atomically(output_dir / BEST_FILE, best)  # cut short, it leaves none: the run counts as unfinished
     return best
-
-
-@contextmanager
-def disk_full_stops_with_a_message(what: str, output_dir: Path):
-    """Turns a failed write for lack of space into a message that says what to do, as a checkpoint save does."""
-    try:
-        yield
-    except (OSError, RuntimeError) as error:
-        if not disk_full(error):
-            raise
-        raise UserError(
-            f"No space left on device while writing {what} in {output_dir}. The checkpoints are intact; free some "
-            "space and run again with --resume to finish the run from the last one."
-        ) from error
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -308,7 +282,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
-    with disk_full_stops_with_a_message(f"the results and {BEST_DIR}/", output_dir):
+    with stop_when_disk_full(f"writing the results and {BEST_DIR}/ in {output_dir}", "of the run"):
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
         if trainer.is_world_process_zero():
