@@ -2,12 +2,12 @@
 
 Reports the peak resident memory of the run as the kernel saw it (ru_maxrss of the finished child process,
 which counts everything: Python, torch, tokenization, datasets, evaluation, checkpoints, the best model at the
-end) and the throughput callback's own figure from train_results.json. By default the run is shortened to
---epochs 2 so that evaluation, checkpointing and loading the best model all happen in a couple of minutes;
---epochs 0 keeps the config's 6 epochs.
+end) and the throughput callback's own figure from train_results.json. By default the whole run, the config's
+6 epochs: memory can grow from epoch to epoch (it did, before the demo config set pad_to_multiple_of), so a
+shortened run can understate it. --epochs N shortens it.
 
     python bench/memory.py
-    python bench/memory.py --epochs 0 --config configs/bert.yaml
+    python bench/memory.py --epochs 2 --config configs/bert.yaml
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TARGET_MB = 2048
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIGS["textcnn"], help="default: configs/textcnn.yaml")
-    parser.add_argument("--epochs", type=int, default=2, help="num_train_epochs (default: 2; 0 keeps the config's)")
+    parser.add_argument("--epochs", type=int, default=0, help="num_train_epochs (default: 0, the config's)")
     args, extra = parser.parse_known_args(argv)
 
     with tempfile.TemporaryDirectory() as output_dir:

@@ -2,9 +2,9 @@
 
 Both paths train the same model class from the same initial weights on the same tokenized data
 (configs/textcnn.yaml), with the same batch size and batch order (ShuffledLengthGroupedSampler, seeded alike;
-checked before timing), the same optimizer (AdamW, the Trainer's settings), the same learning-rate schedule
-and gradient clipping. The Trainer path is finetune's Trainer with the config's arguments, minus what the plain
-loop does not do (evaluation and checkpoints). Repeats alternate between the two paths in one process, so
+checked before timing), the same loss (with the config's label smoothing), the same optimizer (AdamW, the
+Trainer's settings), the same learning-rate schedule and gradient clipping. The Trainer path is finetune's
+Trainer with the config's arguments, minus what the plain loop does not do (evaluation and checkpoints). Repeats alternate between the two paths in one process, so
 both see the same machine load. Prints JSON: samples/s of each repeat, the medians, and finetune / plain.
 
     python bench/overhead.py                      # 200 steps, 3 repeats of each path
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from common import Prepared, add_threads_argument, fixed_steps, machine, median, prepare, set_threads
+from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
@@ -34,7 +35,12 @@ MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
 
 def collator(prepared: Prepared) -> ClassificationCollator:
-    return ClassificationCollator(prepared.tokenizer, min_length=max(prepared.model_args.kernel_sizes))
+    """The collator finetune train builds for this config (pad_to_multiple_of, the widest kernel)."""
+    return ClassificationCollator(
+        prepared.tokenizer,
+        pad_to_multiple_of=prepared.data_args.pad_to_multiple_of,
+        min_length=max(prepared.model_args.kernel_sizes),
+    )
 
 
 class RecordingTrainer(Trainer):
@@ -104,7 +110,9 @@ def train_plain(prepared: Prepared, steps: int, record: list | None = None) -> d
     for batch in itertools.islice(batches, steps):
         if record is not None:
             record.append(batch_fingerprint(batch))
-        loss = model(**batch).loss
+        labels = batch.pop("labels")
+        # The config's label smoothing, as the Trainer applies it.
+        loss = nn.functional.cross_entropy(model(**batch).logits, labels, label_smoothing=args.label_smoothing_factor)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()

@@ -78,6 +78,16 @@ class ModelArguments:
     ngram_sizes: list[int] = field(
         default_factory=lambda: [2], metadata={"help": "TextCNN: n-gram sizes for ngram_buckets, e.g. 2 3."}
     )
+    wide_ngram_buckets: int = field(
+        default=0,
+        metadata={
+            "help": "TextCNN: add a linear bag-of-n-grams classifier beside the CNN (sizes in wide_ngram_sizes), its "
+            "n-grams hashed into this many buckets; its logits are added to the CNN's. 0 turns it off."
+        },
+    )
+    wide_ngram_sizes: list[int] = field(
+        default_factory=lambda: [1, 2, 3], metadata={"help": "TextCNN: n-gram sizes for wide_ngram_buckets."}
+    )
     tokenizer_level: Literal["char", "word"] = field(
         default="char",
         metadata={"help": "TextCNN vocabulary: characters (right for Chinese) or whitespace-separated words."},
@@ -104,6 +114,12 @@ class ModelArguments:
             raise UserError(
                 f"ngram_sizes must be 2 or more (single tokens have their own embedding), got {self.ngram_sizes}."
             )
+        if self.wide_ngram_buckets and (self.wide_ngram_buckets < 2 or self.model_type != "textcnn"):
+            raise UserError(
+                f"wide_ngram_buckets is for model_type textcnn and 0 or at least 2, got {self.wide_ngram_buckets}."
+            )
+        if any(size < 1 for size in self.wide_ngram_sizes):
+            raise UserError(f"wide_ngram_sizes must be positive, got {self.wide_ngram_sizes}.")
         if any(size < 1 for size in self.kernel_sizes):
             raise UserError(f"kernel_sizes must be positive, got {self.kernel_sizes}.")
 

@@ -77,7 +77,13 @@ def model_description(trainer, model_args: ModelArguments, data_args: DataArgume
                 else ""
             )
             + f", {config.num_filters} filters for each kernel size {config.kernel_sizes}, max over "
-            f"time, dropout {config.dropout}, and a linear classifier."
+            f"time, dropout {config.dropout}, and a linear classifier"
+            + (
+                f"; beside it a linear classifier of the text's hashed {config.wide_ngram_sizes}-grams "
+                f"({config.wide_ngram_buckets} buckets), whose logits are added."
+                if config.wide_ngram_buckets
+                else "."
+            )
         )
     else:
         architecture = (

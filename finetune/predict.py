@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tokenizers
 import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.tokenization_utils_base import TruncationStrategy
+from transformers.utils import PaddingStrategy
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
@@ -35,6 +39,8 @@ from finetune.errors import UserError
 # and memory for the token ids of one chunk only.
 BATCHES_PER_CHUNK = 50
 LONGEST_DEFAULT_MAX_LENGTH = 512
+# Model input name -> attribute of a tokenizers.Encoding.
+ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
 
@@ -125,31 +131,58 @@ class Classifier:
             for start in range(0, len(texts), chunk_size):
                 stop = min(start + chunk_size, len(texts))
                 chunk_pairs = pairs[start:stop] if pairs is not None else None
-                encoded = self.tokenizer(texts[start:stop], chunk_pairs, truncation=True, max_length=self.max_length)
-                names = [name for name in self.tokenizer.model_input_names if name in encoded]
+                encoded = self.encode(texts[start:stop], chunk_pairs)
                 order = sorted(range(stop - start), key=lambda row: len(encoded["input_ids"][row]))
                 for batch_start in range(0, len(order), batch_size):
                     rows = order[batch_start : batch_start + batch_size]
-                    batch = self.pad([[encoded[name][row] for row in rows] for name in names], names)
+                    batch = self.pad({name: [column[row] for row in rows] for name, column in encoded.items()})
                     logits = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
                     probabilities[[start + row for row in rows]] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
                     bar.update(len(rows))
         return probabilities
 
-    def pad(self, columns: list[list[list[int]]], names: list[str]) -> dict[str, torch.Tensor]:
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
+        """The model inputs (input_ids, attention_mask, ...) of each text, truncated to max_length, not padded.
+
+        The same as calling the tokenizer with ``truncation=True``; for a fast tokenizer it calls the Rust
+        backend's ``encode_batch_fast`` directly, which skips character offsets and the per-text conversion
+        into Python dicts: a third of the prediction overhead of a model as cheap as TextCNN.
+        """
+        names = self.tokenizer.model_input_names
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
+            encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            return {name: encoded[name] for name in names if name in encoded}
+        self.tokenizer.set_truncation_and_padding(
+            padding_strategy=PaddingStrategy.DO_NOT_PAD,
+            truncation_strategy=TruncationStrategy.LONGEST_FIRST,
+            max_length=self.max_length,
+            stride=0,
+            pad_to_multiple_of=None,
+            padding_side=None,
+        )
+        if backend.encode_special_tokens != self.tokenizer.split_special_tokens:
+            backend.encode_special_tokens = self.tokenizer.split_special_tokens
+        encodings = backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
+        return {name: [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings] for name in names}
+
+    def pad(self, columns: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
         """Pads each column (input_ids, attention_mask, ...) of a batch to its longest row, on the tokenizer's
-        padding side. Filling arrays directly is several times faster than ``tokenizer.pad``, which shows in the
-        prediction time of a model as cheap as TextCNN."""
-        length = max(len(row) for row in columns[0])
-        left = self.tokenizer.padding_side == "left"
+        padding side. One masked assignment per column: many times faster than ``tokenizer.pad``, which shows in
+        the prediction time of a model as cheap as TextCNN."""
+        lengths = np.array([len(row) for row in columns["input_ids"]])
+        length = int(lengths.max())
+        positions = np.arange(length)
+        if self.tokenizer.padding_side == "left":
+            filled = positions >= (length - lengths)[:, None]
+        else:
+            filled = positions < lengths[:, None]
         batch = {}
-        for name, rows in zip(names, columns, strict=True):
+        for name, rows in columns.items():
             array = np.full((len(rows), length), self.tokenizer.pad_token_id if name == "input_ids" else 0)
-            for index, row in enumerate(rows):
-                if left:
-                    array[index, length - len(row) :] = row
-                else:
-                    array[index, : len(row)] = row
+            array[filled] = np.fromiter(
+                itertools.chain.from_iterable(rows), dtype=array.dtype, count=int(lengths.sum())
+            )
             batch[name] = torch.from_numpy(array)
         return batch
 

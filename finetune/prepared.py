@@ -34,6 +34,7 @@ from finetune.data import (
 )
 from finetune.errors import UserError
 from finetune.model_card import file_sha256
+from finetune.tokenizer import BUILD_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def tokenizer_recipe(model_args: ModelArguments) -> dict | None:
     """What decides the tokenizer before any text is seen; None for a tokenizer that is not in a local folder."""
     if model_args.model_type == "textcnn":
         fields = ("tokenizer_level", "min_frequency", "max_vocab_size", "lowercase")
-        return {"model_type": "textcnn", **{name: getattr(model_args, name) for name in fields}}
+        recipe = {name: getattr(model_args, name) for name in fields}
+        return {"model_type": "textcnn", **recipe, "build_version": BUILD_VERSION}
     from finetune.models.bert import resolve_model_path
 
     name = model_args.tokenizer_name or model_args.model_name_or_path

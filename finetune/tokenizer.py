@@ -12,8 +12,22 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+# Which way of building the tokenizer (part of the prepared-data key: a different build is a different tokenizer).
+# 2: characters through a BPE model without merges instead of a regex split and WordLevel; same ids, faster.
+BUILD_VERSION = 2
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
+
+
+def characters_as_bpe(trained: Tokenizer) -> Tokenizer:
+    """The same character vocabulary as a BPE model without merges, which splits each whitespace-separated chunk
+    into its characters: the same ids as splitting on ``Regex(".")`` first, in about half the time (a regex match
+    per character is what the char-level tokenizer spent most of its time on)."""
+    tokenizer = Tokenizer(models.BPE(vocab=trained.get_vocab(), merges=[], unk_token=UNK_TOKEN))
+    tokenizer.normalizer = trained.normalizer
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = trained.decoder
+    return tokenizer
 
 
 def build_vocab_tokenizer(
@@ -52,6 +66,8 @@ def build_vocab_tokenizer(
         vocab_size=max_vocab_size, min_frequency=min_frequency, special_tokens=[PAD_TOKEN, UNK_TOKEN]
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if level == "char":
+        tokenizer = characters_as_bpe(tokenizer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token=PAD_TOKEN,

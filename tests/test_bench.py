@@ -31,7 +31,9 @@ def test_gpu_benchmark_tiny_mode_runs_on_cpu(tmp_path):
         "peak_rss_mb",
     ):
         assert eager[name] > 0, name
-    # Both are rounded in the JSON: equal up to that rounding.
-    assert eager["tokens_per_second"] == pytest.approx(eager["samples_per_second"] * result["seq_len"], rel=1e-3)
+    # Both are rounded in the JSON (samples/s to 0.01, tokens/s to 0.1): equal up to that rounding, which matters
+    # on a busy machine where a tiny step runs at about one sample a second.
+    rounding = 0.005 * result["seq_len"] + 0.05
+    assert eager["tokens_per_second"] == pytest.approx(eager["samples_per_second"] * result["seq_len"], abs=rounding)
     assert eager["timed_steps"] == 4
     assert eager["mfu"] is None  # no peak FLOPs for a CPU unless --peak_flops is given

@@ -97,6 +97,8 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--model_type", "bert"], "needs model_name_or_path"),
         (["--ngram_buckets", "1"], "ngram_buckets is for model_type textcnn and 0 or at least 2"),
         (["--ngram_sizes", "1"], "ngram_sizes must be 2 or more"),
+        (["--wide_ngram_buckets", "1"], "wide_ngram_buckets is for model_type textcnn and 0 or at least 2"),
+        (["--wide_ngram_sizes", "0"], "wide_ngram_sizes must be positive"),
         (["--num_train_epochs", "many"], "invalid float value"),
     ],
 )

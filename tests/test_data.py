@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import read_jsonl
+from conftest import FIXTURES, read_jsonl
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForSequenceClassification
 
 from finetune.config import DataArguments
@@ -154,6 +155,22 @@ def test_char_tokenizer_ids_and_determinism():
     assert len(small) == 4 and "好" in small.get_vocab()
 
 
+def test_char_tokenizer_splits_like_a_regex_split_into_characters():
+    # The char tokenizer is a BPE model without merges for speed; it must cut texts exactly as splitting on
+    # Regex(".") after whitespace (the first build) does, unknown characters, Latin, digits and emoji included.
+    texts = [row["text"] for row in read_jsonl(FIXTURES / "reviews_train.jsonl")]
+    tokenizer = build_vocab_tokenizer(texts, level="char", min_frequency=2)
+    regex_split = Tokenizer(models.WordLevel(vocab=tokenizer.get_vocab(), unk_token="[UNK]"))
+    regex_split.normalizer = tokenizer.backend_tokenizer.normalizer
+    regex_split.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    probes = texts + ["ＡＢＣ  abc\t123", "龘龘 好😀坏", "", "   ", "a\u3000b"]
+    expected = [encoding.ids for encoding in regex_split.encode_batch(probes)]
+    assert tokenizer(probes)["input_ids"] == expected
+    assert any(tokenizer.unk_token_id in ids for ids in expected)
+
+
 def test_word_tokenizer():
     tokenizer = build_vocab_tokenizer(["the movie was great", "the plot was thin"], level="word")
     assert tokenizer.convert_ids_to_tokens(tokenizer("The plot, great")["input_ids"]) == [
@@ -192,8 +209,10 @@ def test_collator_pads_to_the_widest_kernel_and_multiple():
     assert ClassificationCollator(tokenizer, pad_to_multiple_of=8)(features)["input_ids"].shape == (2, 8)
 
 
-@pytest.mark.parametrize(("ngram_buckets", "ngram_sizes"), [(0, [2]), (31, [2]), (31, [2, 3])])
-def test_textcnn_output_does_not_depend_on_padding(ngram_buckets, ngram_sizes):
+@pytest.mark.parametrize(
+    ("ngram_buckets", "ngram_sizes", "wide_ngram_buckets"), [(0, [2], 0), (31, [2], 0), (31, [2, 3], 0), (0, [2], 37)]
+)
+def test_textcnn_output_does_not_depend_on_padding(ngram_buckets, ngram_sizes, wide_ngram_buckets):
     torch.manual_seed(0)
     config = TextCNNConfig(
         vocab_size=20,
@@ -203,8 +222,11 @@ def test_textcnn_output_does_not_depend_on_padding(ngram_buckets, ngram_sizes):
         num_labels=3,
         ngram_buckets=ngram_buckets,
         ngram_sizes=ngram_sizes,
+        wide_ngram_buckets=wide_ngram_buckets,
     )
     model = TextCNNForSequenceClassification(config).eval()
+    if model.wide is not None:  # trained weights, not the zeros it starts with; the padding bucket stays 0
+        torch.nn.init.normal_(model.wide.weight.data[1:])
     ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 4, 3, 0, 0, 0]])
     mask = (ids != 0).long()
     short = model(ids[:, :4], mask[:, :4]).logits
@@ -242,6 +264,36 @@ def test_textcnn_ngram_embeddings_see_token_order_and_reload(tmp_path):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     assert (reloaded.config.ngram_buckets, reloaded.config.ngram_sizes) == (31, [2, 3])
     assert torch.equal(reloaded(ids, (ids != 0).long()).logits, logits)
+
+
+def test_textcnn_wide_part_starts_silent_counts_ngrams_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    config = TextCNNConfig(vocab_size=20, embedding_dim=8, kernel_sizes=[2], num_filters=4, num_labels=2)
+    wide_config = TextCNNConfig(**{**config.to_dict(), "wide_ngram_buckets": 1009, "wide_ngram_sizes": [1, 2]})
+    deep = TextCNNForSequenceClassification(config).eval()
+    wide = TextCNNForSequenceClassification(wide_config).eval()
+    assert wide.load_state_dict(deep.state_dict(), strict=False).missing_keys == ["wide.weight"]
+    ids = torch.tensor([[5, 6, 7, 0], [7, 6, 5, 0]])
+    mask = (ids != 0).long()
+    # Zero weights at first: the same logits as the CNN alone.
+    assert torch.count_nonzero(wide.wide.weight) == 0
+    assert torch.equal(wide(ids, mask).logits, deep(ids, mask).logits)
+    with torch.no_grad():
+        wide.wide.weight[1:] = torch.randn(1008, 2)
+    # The wide logits: the weights of each text's unigrams and bigrams (the last one running into padding),
+    # summed and divided by the square root of its length.
+    for row in range(2):
+        buckets = [wide.ngram_ids(ids[row : row + 1], size, 1009)[0, :3] for size in (1, 2)]
+        expected = wide.wide.weight[torch.cat(buckets)].sum(dim=0) / 3**0.5
+        assert torch.allclose(wide.wide_logits(ids[row : row + 1])[0], expected, atol=1e-6)
+    assert not torch.allclose(wide.wide_logits(ids)[0], wide.wide_logits(ids)[1])  # bigrams see the order
+    logits = wide(ids, mask).logits
+    assert torch.allclose(logits - deep(ids, mask).logits, wide.wide_logits(ids), atol=1e-6)
+
+    wide.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert (reloaded.config.wide_ngram_buckets, reloaded.config.wide_ngram_sizes) == (1009, [1, 2])
+    assert torch.equal(reloaded(ids, mask).logits, logits)
 
 
 def test_length_grouped_batches_hold_every_example_once_in_random_order():

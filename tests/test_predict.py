@@ -19,6 +19,7 @@ from finetune.checkpoints import resolve_model_dir
 from finetune.cli import main as cli_main
 from finetune.errors import UserError
 from finetune.evaluation import main as evaluate_main
+from finetune.predict import Classifier
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
 
@@ -260,3 +261,23 @@ def test_pipeline_and_predict_on_a_bert_run(bert_run, tmp_path):
     assert [scores["score"] for scores in from_pipeline] == pytest.approx([row["score"] for row in rows], abs=1e-5)
     card = (bert_run / "best" / "README.md").read_text(encoding="utf-8")
     assert "fine-tuned version of" in card and "tiny-bert" in card
+
+
+@pytest.mark.parametrize("run", ["textcnn_run", "bert_run"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_encode_and_pad_give_what_the_tokenizer_gives(run, padding_side, request):
+    classifier = Classifier.load(request.getfixturevalue(run), device="cpu", max_length=12)
+    classifier.tokenizer.padding_side = padding_side
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)][:20] + ["", "  "]
+    pairs = list(reversed(texts))
+    for second in (None, pairs):
+        expected = classifier.tokenizer(texts, second, truncation=True, max_length=12)
+        encoded = classifier.encode(texts, second)
+        assert set(encoded) == set(classifier.tokenizer.model_input_names) <= set(expected)
+        assert encoded == {name: expected[name] for name in encoded}
+        assert max(len(ids) for ids in encoded["input_ids"]) == 12  # truncated
+        padded = classifier.pad(encoded)
+        reference = classifier.tokenizer.pad(dict(encoded), return_tensors="pt")
+        assert padded.keys() == reference.keys()
+        for name in padded:
+            assert torch.equal(padded[name], reference[name]), name

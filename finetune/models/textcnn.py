@@ -28,6 +28,11 @@ class TextCNNConfig(PretrainedConfig):
             that start on it (for each n of ``ngram_sizes``), hashed into this many shared buckets, as
             fastText does. Bucket 0 is for padding.
         ngram_sizes: The n-gram lengths that get embeddings, e.g. ``[2]`` for bigrams.
+        wide_ngram_buckets: When above 0, a linear bag-of-n-grams classifier runs beside the CNN and its logits
+            are added to the CNN's (a "wide and deep" model): one weight per class for each n-gram of
+            ``wide_ngram_sizes``, hashed into this many buckets, summed over the text and divided by the square
+            root of its length, as an L2-normalised bag of n-grams would be. Its weights start at zero.
+        wide_ngram_sizes: The n-gram lengths of the wide part, e.g. ``[1, 2, 3]``.
     """
 
     model_type = "textcnn"
@@ -42,6 +47,8 @@ class TextCNNConfig(PretrainedConfig):
         pad_token_id: int = 0,
         ngram_buckets: int = 0,
         ngram_sizes: list[int] | tuple[int, ...] = (2,),
+        wide_ngram_buckets: int = 0,
+        wide_ngram_sizes: list[int] | tuple[int, ...] = (1, 2, 3),
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -51,7 +58,13 @@ class TextCNNConfig(PretrainedConfig):
         self.dropout = dropout
         self.ngram_buckets = ngram_buckets
         self.ngram_sizes = list(ngram_sizes)
+        self.wide_ngram_buckets = wide_ngram_buckets
+        self.wide_ngram_sizes = list(wide_ngram_sizes)
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+
+class NgramWeights(nn.Embedding):
+    """The per-class weights of hashed n-grams: the wide part of a TextCNN (``wide_ngram_buckets``)."""
 
 
 class TextCNNPreTrainedModel(PreTrainedModel):
@@ -60,7 +73,9 @@ class TextCNNPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, NgramWeights):
+            init.zeros_(module.weight)  # the wide part starts silent; the CNN's logits alone at first
+        elif isinstance(module, nn.Embedding):
             # Not N(0, 1), torch's default: with it the pooled features start large and training stalls
             # above log(2) loss for epochs on the demo corpus; std 0.1 trains at once.
             init.normal_(module.weight, mean=0.0, std=0.1)
@@ -83,6 +98,11 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
         self.ngram_embeddings = (
             nn.Embedding(config.ngram_buckets, config.embedding_dim, padding_idx=0) if config.ngram_buckets else None
         )
+        self.wide = (
+            NgramWeights(config.wide_ngram_buckets, config.num_labels, padding_idx=0)
+            if config.wide_ngram_buckets
+            else None
+        )
         self.convs = nn.ModuleList(
             nn.Conv1d(config.embedding_dim, config.num_filters, kernel_size) for kernel_size in config.kernel_sizes
         )
@@ -96,8 +116,9 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def ngram_ids(self, input_ids: torch.LongTensor, size: int) -> torch.LongTensor:
-        """The bucket of the ``size``-gram starting on each token: 1..ngram_buckets-1, and 0 on padding.
+    def ngram_ids(self, input_ids: torch.LongTensor, size: int, buckets: int | None = None) -> torch.LongTensor:
+        """The bucket of the ``size``-gram starting on each token: 1..buckets-1 (by default ngram_buckets), and 0
+        on padding.
 
         N-grams at the end of a text run into padding, which is the same whatever the amount of padding.
         """
@@ -106,8 +127,17 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
         hashed = torch.full_like(input_ids, size)  # n-grams of different sizes hash apart
         for offset in range(size):
             hashed = (hashed * 1_000_003 + padded[:, offset : offset + input_ids.shape[1]]) % 2**40
-        buckets = hashed % (self.config.ngram_buckets - 1) + 1
-        return buckets.masked_fill(input_ids == pad, 0)
+        buckets = buckets or self.config.ngram_buckets
+        return (hashed % (buckets - 1) + 1).masked_fill(input_ids == pad, 0)
+
+    def wide_logits(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """The wide part's logits: n-gram weights summed over each text, over the square root of its length."""
+        buckets = self.config.wide_ngram_buckets
+        total = sum(
+            self.wide(self.ngram_ids(input_ids, size, buckets)).sum(dim=1) for size in self.config.wide_ngram_sizes
+        )
+        lengths = (input_ids != self.config.pad_token_id).sum(dim=1, keepdim=True).clamp(min=1)
+        return total / lengths.to(total.dtype).sqrt()
 
     def forward(
         self,
@@ -144,6 +174,8 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
                 features = features * window_starts_on_text.to(features.dtype)
             pooled.append(features.amax(dim=-1))
         logits = self.classifier(self.dropout(torch.cat(pooled, dim=-1)))
+        if self.wide is not None:
+            logits = logits + self.wide_logits(input_ids)
 
         loss = None
         if labels is not None:
