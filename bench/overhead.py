@@ -4,8 +4,9 @@ Both paths train the same model class from the same initial weights on the same 
 (configs/textcnn.yaml), with the same batch size and batch order (ShuffledLengthGroupedSampler, seeded alike;
 checked before timing), the same loss (with the config's label smoothing), the same optimizer (AdamW, the
 Trainer's settings), the same learning-rate schedule and gradient clipping. The Trainer path is finetune's
-Trainer with the config's arguments, minus what the plain loop does not do (evaluation and checkpoints). Repeats alternate between the two paths in one process, so
-both see the same machine load. Prints JSON: samples/s of each repeat, the medians, and finetune / plain.
+Trainer with the config's arguments, minus what the plain loop does not do (evaluation and checkpoints).
+Repeats alternate between the two paths in one process, so both see the same machine load. Prints JSON:
+samples/s of each repeat, the medians, and finetune / plain.
 
     python bench/overhead.py                      # 200 steps, 3 repeats of each path
     python bench/overhead.py --steps 100 --repeats 5 --threads 1
