@@ -105,10 +105,13 @@ def test_every_input_format_gives_the_same_labels_in_input_order(textcnn_run, tm
     assert [float(row["score"]) for row in from_csv] == pytest.approx([row["score"] for row in from_jsonl], abs=1e-6)
 
 
+def zigzag_texts() -> list[str]:
+    """The test texts with lengths that zigzag, so that sorting inside the batcher reorders everything."""
+    return [row["text"] * (1 + index % 4) for index, row in enumerate(read_jsonl(TEST_FILE))]
+
+
 def test_length_sorted_batches_come_back_in_input_order(textcnn_run, tmp_path):
-    # Lengths that zigzag, so that sorting inside the batcher reorders everything, over several chunks.
-    texts = [row["text"] for row in read_jsonl(TEST_FILE)]
-    texts = [text * (1 + index % 4) for index, text in enumerate(texts)]
+    texts = zigzag_texts()  # with --batch_size 3, over several groups tokenized in the background
     (tmp_path / "texts.txt").write_text("\n".join(texts), encoding="utf-8")
     model = ["--model", str(textcnn_run), "--input", str(tmp_path / "texts.txt")]
     batched = predict(model + ["--batch_size", "3", "--top_k", "all"], tmp_path / "batched.jsonl")
@@ -117,6 +120,37 @@ def test_length_sorted_batches_come_back_in_input_order(textcnn_run, tmp_path):
     for row, alone in zip(batched, one_by_one, strict=True):
         assert row["label"] == alone["label"]
         assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+
+
+def test_batches_are_padded_little_and_hold_every_text_once(textcnn_run):
+    classifier = Classifier.load(textcnn_run, device="cpu")
+    texts = zigzag_texts()
+    shapes = []
+    forward = classifier.model.forward
+    classifier.model.forward = lambda **inputs: (shapes.append(inputs["input_ids"].shape), forward(**inputs))[1]
+    classifier.probabilities(texts, batch_size=4)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    # Sorted by character length, then by token length inside each group: close to sorting by token length.
+    lengths = sorted(len(ids) for ids in classifier.encode(texts)["input_ids"])
+    least = sum(max(lengths[start : start + 4]) * len(lengths[start : start + 4]) for start in range(0, 50, 4))
+    assert least <= sum(rows * width for rows, width in shapes) <= 1.02 * least
+
+
+def test_an_error_while_tokenizing_in_the_background_reaches_the_caller(textcnn_run, monkeypatch):
+    classifier = Classifier.load(textcnn_run, device="cpu")
+    encode = classifier.encode
+    calls = []
+
+    def failing_second_time(texts, pairs=None):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("tokenizer broke")
+        return encode(texts, pairs)
+
+    monkeypatch.setattr(classifier, "encode", failing_second_time)
+    with pytest.raises(RuntimeError, match="tokenizer broke"):
+        classifier.probabilities(zigzag_texts(), batch_size=4)
+    assert calls == [16, 16]  # groups of 4 batches; the second one ran in the background thread
 
 
 def test_top_k(textcnn_run, tmp_path, capsys):
