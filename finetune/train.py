@@ -115,9 +115,9 @@ class Trainer(transformers.Trainer):
 def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
     """TextCNN: a vocabulary learned from the training texts. BERT: the pretrained model's fast tokenizer."""
     train = raw.splits["train"]
-    texts = train[data_args.text_column]
+    texts = list(train[data_args.text_column])  # datasets gives Column objects, which do not concatenate
     if data_args.text_pair_column:
-        texts = texts + train[data_args.text_pair_column]
+        texts += train[data_args.text_pair_column]
     if model_args.model_type == "bert":
         name = model_args.tokenizer_name or model_args.model_name_or_path
         tokenizer = load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
@@ -236,9 +236,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
 
-    with training_args.main_process_first(local=False, desc="clear the previous run"):
-        if training_args.overwrite_output_dir and training_args.should_save and output_dir.is_dir():
-            clear_previous_run(output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)  # before reading data: fail early
 
     if model_args.model_type == "textcnn" and data_args.max_length < max(model_args.kernel_sizes):
@@ -251,8 +248,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             model_args, data_args, training_args.seed, partial(build_tokenizer, model_args, data_args)
         )
     tokenizer, tokenized = prepared.tokenizer, prepared.splits
-    if prepared.bad_rows and training_args.should_save:
-        write_bad_rows(prepared.bad_rows, output_dir)
     logger.info(
         "data: %s; labels: %s",
         ", ".join(f"{split} {len(dataset)}" for split, dataset in tokenized.items()),
@@ -261,6 +256,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     model = build_model(model_args, tokenizer, prepared)
     logger.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
+    # Only now, with the data read and the model built, does an earlier run give way: a typo in a file name or a
+    # bad row must not cost the run it was meant to replace.
+    with training_args.main_process_first(local=False, desc="clear the previous run"):
+        if training_args.overwrite_output_dir and training_args.should_save and output_dir.is_dir():
+            clear_previous_run(output_dir)
+    if prepared.bad_rows and training_args.should_save:
+        write_bad_rows(prepared.bad_rows, output_dir)
     collator = ClassificationCollator(
         tokenizer,
         pad_to_multiple_of=data_args.pad_to_multiple_of,

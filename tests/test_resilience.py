@@ -237,6 +237,21 @@ def test_best_checkpoint_that_no_longer_exists(interrupted_run, finished_run, tm
         resolve_model_dir(moved)
 
 
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_cannot_start(finished_run, reviews, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = sorted(path.relative_to(run) for path in run.rglob("*"))
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text('{"text": "好", "label": "positive"}\n{"text": \n', encoding="utf-8")
+    for train_file in (tmp_path / "trian.jsonl", bad_rows):  # a typo in the file name; a broken line
+        flags = run_args({**reviews, "train": train_file}, tmp_path, "run", "--overwrite_output_dir", "true")
+        with pytest.raises(UserError):
+            train_main(flags)
+        assert sorted(path.relative_to(run) for path in run.rglob("*")) == before
+
+
 def test_resume_without_checkpoints_starts_fresh(tmp_path, resume_log):
     (tmp_path / "checkpoint-4").mkdir()  # cut short before any file was written
     assert resolve_resume("auto", tmp_path) is None
