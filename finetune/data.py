@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import re
@@ -123,7 +124,7 @@ def parse_records(text: str, kind: str, source: str | Path, bad_rows: BadRows | 
                 bad_rows.report(source, number, f"expected a JSON object, found {type(row).__name__}.")
         return records
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         if kind == "txt":
@@ -145,10 +146,17 @@ def parse_records(text: str, kind: str, source: str | Path, bad_rows: BadRows | 
     return records
 
 
+def split_lines(text: str, keepends: bool = False) -> list[str]:
+    """The lines of text, ended by \\n, \\r\\n or \\r. Not ``str.splitlines``, which also ends a line at U+2028,
+    U+2029, \\x85, \\x0b, \\x0c and \\x1c-\\x1e: characters a JSON string or a csv field may hold as they are."""
+    lines = io.StringIO(text, newline="").readlines()
+    return lines if keepends else [line.rstrip("\r\n") for line in lines]
+
+
 def parse_delimited(text: str, delimiter: str, source: str | Path, bad_rows: BadRows) -> list[tuple[int, dict]]:
     """Rows of a csv or tsv file with a header, numbered by the line they start on. After a bad row (more fields
     than the header, a quote never closed) reading goes on at the line after the one where it starts."""
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text, keepends=True)
     header, records, start = None, [], 0
     while start < len(lines):
         reader = csv.reader(lines[start:], delimiter=delimiter, strict=True)
@@ -203,7 +211,7 @@ def read_texts(path: str, text_columns: Sequence[str], kind: str | None = None) 
     if kind != "txt":
         records = parse_records(text, kind, source)
     else:
-        lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        lines = [(number, line) for number, line in enumerate(split_lines(text), start=1) if line.strip()]
         if all("\t" in line for _, line in lines):  # text<TAB>label, the training format
             records = [
                 (number, {text_columns[0]: record["text"], "label": record["label"]})

@@ -19,6 +19,7 @@ from finetune.data import (
     ShuffledLengthGroupedSampler,
     load_raw_splits,
     read_examples,
+    read_texts,
     tokenize_splits,
 )
 from finetune.errors import UserError
@@ -75,6 +76,22 @@ def test_bom_and_crlf_are_not_errors(tmp_path):
     path.write_bytes("\ufefftext,label\r\n好看,positive\r\n难看,negative\r\n".encode())
     columns = read_examples(path, DataArguments(train_file=str(path)))
     assert columns == {"text": ["好看", "难看"], "label": ["positive", "negative"]}
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1e"])
+def test_unicode_line_separators_inside_texts_stay_in_the_text(tmp_path, separator):
+    # str.splitlines() ends lines at these; a JSON string (written with ensure_ascii=False) or a csv field may
+    # hold them as they are, and the txt format gives them no meaning either.
+    rows = [{"text": f"好{separator}看", "label": "positive"}, {"text": "难看", "label": "negative"}]
+    paths = write_all_formats(rows, tmp_path)
+    for kind, path in paths.items():
+        columns = read_examples(path, DataArguments(train_file=path))
+        assert columns == {"text": [row["text"] for row in rows], "label": ["positive", "negative"]}, kind
+        if kind != "txt":
+            assert [record["text"] for _, record in read_texts(path, ["text"])] == columns["text"], kind
+    one_a_line = tmp_path / "texts.txt"
+    one_a_line.write_text(f"好{separator}看\r\n难看\n", encoding="utf-8")
+    assert [record["text"] for _, record in read_texts(str(one_a_line), ["text"])] == [f"好{separator}看", "难看"]
 
 
 def test_unseen_validation_labels_are_listed(reviews, tmp_path):

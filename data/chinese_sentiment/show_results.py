@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers_logging.disable_progress_bar()  # no "Loading weights" bar between the lines of this summary
     classifier = pipeline("text-classification", model=str(best_dir), device="cpu")
-    rows = [json.loads(line) for line in args.test_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
+    lines = args.test_file.read_text(encoding="utf-8").split("\n")  # not splitlines(): see prepare.py
+    rows = [json.loads(line) for line in lines[:EXAMPLES] if line.strip()]
     print("examples from the test split:")
     for row, scores in zip(rows, classifier([row["text"] for row in rows], top_k=None), strict=True):
         probabilities = ", ".join(f"{score['label']} {score['score']:.3f}" for score in scores)
