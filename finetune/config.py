@@ -294,6 +294,35 @@ def load_yaml_config(path: str, known_keys: set[str]) -> dict:
     return values
 
 
+def check_yaml_values(values: dict, parser: argparse.ArgumentParser, path: str) -> dict:
+    """Gives each YAML value the checks argparse gives a flag and not a default: the argument's choices, its type
+    on every list item, and a list where it takes several values (a single value becomes a list of one, as
+    ``--kernel_sizes 3`` does)."""
+    checked = dict(values)
+    for action in parser._actions:
+        value = values.get(action.dest)
+        if action.dest not in values or value is None:
+            continue
+        many = action.nargs in ("+", "*")
+        if isinstance(value, list) and not many:
+            raise UserError(f"Config file {path}: {action.dest} takes a single value, not the list {value}.")
+        items = []
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and action.type is not None:
+                try:
+                    item = action.type(item)
+                except (TypeError, ValueError, argparse.ArgumentTypeError):
+                    raise UserError(f"Config file {path}: {action.dest}: {item!r} is not a valid value.") from None
+            elif action.type is str and isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)  # gpus: 0
+            if action.choices is not None and item not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                raise UserError(f"Config file {path}: {action.dest}: {item!r} is not one of {choices}.")
+            items.append(item)
+        checked[action.dest] = items if many else items[0]
+    return checked
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parses the YAML config and command-line flags into the three argument dataclasses.
 
@@ -307,7 +336,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     config_path = config_parser.parse_known_args(argv)[0].config
     if config_path:
         known_keys = {action.dest for action in parser._actions} - {"help", "config"}
-        parser.set_defaults(**load_yaml_config(config_path, known_keys))
+        values = load_yaml_config(config_path, known_keys)
+        parser.set_defaults(**check_yaml_values(values, parser, config_path))
     namespace = parser.parse_args(argv)
 
     select_gpus(namespace.gpus, namespace.use_cpu)

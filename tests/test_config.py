@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 
 from finetune.cli import main as cli_main
-from finetune.config import parse_args
+from finetune.config import check_yaml_values, make_parser, parse_args
 from finetune.errors import UserError
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -63,6 +63,31 @@ def test_unknown_yaml_key_exits_2_naming_it(reviews, tmp_path, capsys):
     code, err = run_cli(["--config", config], capsys)
     assert code == 2
     assert "learnin_rate" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model_type": "rnn"}, "model_type: 'rnn' is not one of textcnn, bert"),
+        ({"truncation_side": "middle"}, "truncation_side: 'middle' is not one of right, left"),
+        ({"tokenizer_level": "byte"}, "tokenizer_level: 'byte' is not one of char, word"),
+        ({"bad_rows": "ignore"}, "bad_rows: 'ignore' is not one of error, skip"),
+        ({"kernel_sizes": [3, "four"]}, "kernel_sizes: 'four' is not a valid value"),
+        ({"learning_rate": [0.1, 0.2]}, "learning_rate takes a single value"),
+    ],
+)
+def test_yaml_values_get_the_checks_of_flags(reviews, tmp_path, capsys, values, message):
+    config = write_yaml(tmp_path / "c.yaml", {"train_file": str(reviews["train"]), **values})
+    code, err = run_cli(["--config", config, "--output_dir", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert message in err and "c.yaml" in err and "Traceback" not in err
+
+
+def test_a_single_yaml_value_for_a_list_is_a_list_of_one(reviews, tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", {"train_file": str(reviews["train"]), "kernel_sizes": 3, "seeds": "7"})
+    model_args, _, training_args = parse_args(["--config", config, "--output_dir", str(tmp_path / "run")])
+    assert model_args.kernel_sizes == [3] and training_args.seeds == [7]
+    assert check_yaml_values({"gpus": 0}, make_parser(), "c.yaml") == {"gpus": "0"}  # a number, read as a flag's text
 
 
 def test_unseen_labels_exit_2(reviews, tmp_path, capsys):
