@@ -35,6 +35,7 @@ import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
 from finetune.data import FORMATS, read_texts
 from finetune.errors import UserError
+from finetune.models.bert import check_max_length
 
 # Texts are sorted by character length, then tokenized in groups of this many batches, each group sorted by
 # token length: batches of similar lengths, little padding, while a background thread tokenizes the next group.
@@ -99,6 +100,7 @@ class Classifier:
         tokenizer.truncation_side = data.get("truncation_side", tokenizer.truncation_side)
         if max_length is None:
             max_length = data.get("max_length") or min(tokenizer.model_max_length, LONGEST_DEFAULT_MAX_LENGTH)
+        check_max_length(max_length, tokenizer, network, data.get("text_pair_column") is not None, "--max_length")
         return cls(
             model=network.to(torch_device).eval(),
             tokenizer=tokenizer,

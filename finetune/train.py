@@ -54,7 +54,12 @@ from finetune.errors import UserError
 from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
-from finetune.models.bert import extend_vocabulary, load_pretrained_classifier, load_pretrained_tokenizer
+from finetune.models.bert import (
+    check_max_length,
+    extend_vocabulary,
+    load_pretrained_classifier,
+    load_pretrained_tokenizer,
+)
 from finetune.prepared import prepare_data
 from finetune.report import CURVES_FILE, plot_curves, read_history
 from finetune.throughput import ThroughputCallback
@@ -255,6 +260,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     )
 
     model = build_model(model_args, tokenizer, prepared)
+    check_max_length(data_args.max_length, tokenizer, model, pairs=data_args.text_pair_column is not None)
     logger.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
     # Only now, with the data read and the model built, does an earlier run give way: a typo in a file name or a
     # bad row must not cost the run it was meant to replace.

@@ -218,6 +218,27 @@ def test_user_errors_exit_2(textcnn_run, tmp_path, capsys):
         assert "CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("run", "max_length", "message"),
+    [
+        ("textcnn_run", "0", "--max_length 0 leaves no room for text"),
+        ("textcnn_run", "-1", "use at least 1"),
+        ("bert_run", "2", "the tokenizer adds 2 special token(s) to each text; use at least 3"),
+        ("bert_run", "65", "--max_length 65 is longer than the model can take (64 tokens)"),  # its positions
+    ],
+)
+def test_max_length_that_cannot_work_exits_2(run, max_length, message, request, capsys):
+    model = ["--model", str(request.getfixturevalue(run)), "--max_length", max_length]
+    for command in (
+        ["predict", *model, "--input", str(TEST_FILE)],
+        ["evaluate", *model, "--test_file", str(TEST_FILE)],
+    ):
+        assert cli_main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert predict_main([*model[:2], "--max_length", "64", "--input", str(TEST_FILE), "--output", "-"]) == 0
+
+
 def test_evaluate_matches_scikit_learn(textcnn_run, tmp_path, capsys):
     assert evaluate_main(["--model", str(textcnn_run), "--test_file", str(TEST_FILE)]) == 0
     printed = capsys.readouterr().out

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.errors import UserError
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
 
@@ -133,6 +134,8 @@ def test_tiny_bert_end_to_end(data_args, reviews, tmp_path):
         "--learning_rate", "2e-3",
         "--num_train_epochs", "4",
     ]  # fmt: skip
+    with pytest.raises(UserError, match="max_length 65 is longer than the model can take"):  # 64 positions
+        train_main(args + ["--max_length", "65"])
     assert train_main(args) == 0
     results = assert_run_outputs(tmp_path / "run")
     assert results["test_accuracy"] >= 0.8

@@ -7,7 +7,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from finetune.errors import UserError
 
@@ -121,3 +127,20 @@ def extend_vocabulary(tokenizer, texts: Iterable[str], max_new_tokens: int, min_
         sum(counts.values()),
     )
     return new_tokens
+
+
+def check_max_length(
+    max_length: int, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, pairs: bool, name: str = "max_length"
+) -> None:
+    """Refuses a max_length that leaves no room for text or is longer than the model's position embeddings."""
+    special = tokenizer.num_special_tokens_to_add(pair=pairs)
+    if max_length <= special:
+        raise UserError(
+            f"{name} {max_length} leaves no room for text: the tokenizer adds {special} special token(s) to "
+            f"each {'pair' if pairs else 'text'}; use at least {special + 1}."
+        )
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None:
+        limit = min(positions, tokenizer.model_max_length)  # RoBERTa: 514 positions, 512 usable
+        if max_length > limit:
+            raise UserError(f"{name} {max_length} is longer than the model can take ({limit} tokens).")
