@@ -601,6 +601,17 @@ def clean_cache(state: CacheState, args: argparse.Namespace) -> None:
     print(f"{'would free' if args.dry_run else 'freed'} {format_size(freed)} in {state.directory}")
 
 
+def days(value: str) -> float:
+    """--older-than: a number of days from 0 to 36500 (a century)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 36500:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a number of days from 0 to 36500; got {value!r}")
+    return number
+
+
 def make_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -614,7 +625,7 @@ def make_parser() -> argparse.ArgumentParser:
     inspecting.add_argument("key", help="an entry's key from `finetune cache list`, or a unique prefix of it")
     cleaning = commands.add_parser("clean", parents=[common], help="remove entries and orphans")
     cleaning.add_argument("--all", action="store_true", help="remove every entry, saved tokenizer and orphan")
-    cleaning.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries unused for DAYS days")
+    cleaning.add_argument("--older-than", type=days, metavar="DAYS", help="remove entries unused for DAYS days")
     cleaning.add_argument("--orphans", action="store_true", help="remove leftovers of interrupted runs, "
                           "entries whose data file is gone and saved tokenizers no entry uses")  # fmt: skip
     cleaning.add_argument("--max-size", metavar="SIZE", help="remove least recently used entries until under SIZE")

@@ -34,7 +34,15 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+# A fast tokenizer's tokenizer.json, or one of the vocabulary files a tokenizer is built from.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def read_best(output_dir: str | Path) -> dict:
@@ -56,7 +64,7 @@ def missing_model_files(directory: Path) -> list[str]:
     if not any((directory / name).is_file() for name in WEIGHT_FILES):
         missing.append("model weights (model.safetensors)")
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json or tokenizer_config.json)")
+        missing.append("tokenizer (tokenizer.json, or a vocabulary such as vocab.txt)")
     return missing
 
 
@@ -112,7 +120,10 @@ def run_arguments(model_dir: Path) -> dict:
     for directory in candidates:
         path = directory / ARGS_FILE
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise UserError(f"{path} is damaged ({error}); copy it again from the run, or delete it.") from None
     return {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from finetune.errors import UserError
 
@@ -29,6 +30,19 @@ def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def writable_file(path: str | Path, option: str = "--output") -> Path:
+    """Checks, before any work is done, that ``path`` can be written as a file: it is not a directory, and its
+    folder exists or is created now."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; name a file inside it instead.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{option} {path}: cannot create the folder {path.parent} ({error.strerror}).") from None
+    return path
 
 
 def usage() -> str:

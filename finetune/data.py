@@ -49,14 +49,15 @@ def file_format(path: str | Path) -> str:
 @dataclass
 class BadRows:
     """Rows that cannot be used. With ``mode`` error (the default) the first one is an error naming its file and
-    line; with skip, each one is left out and recorded here (file, line, reason) for the report."""
+    line, followed by ``hint``; with skip, each one is left out and recorded here (file, line, reason)."""
 
     mode: str = "error"
     rows: list[dict] = field(default_factory=list)
+    hint: str = ""
 
     def report(self, source: str | Path, line: int, reason: str) -> None:
         if self.mode != "skip":
-            raise UserError(f"{source}, line {line}: {reason} (bad_rows: skip leaves such rows out)")
+            raise UserError(f"{source}, line {line}: {reason}{self.hint}")
         self.rows.append({"file": str(source), "line": line, "reason": reason})
 
 
@@ -100,9 +101,7 @@ def read_records(path: str | Path, bad_rows: BadRows | None = None) -> list[tupl
         raise UserError(f"Data file {path} does not exist.")
     kind = file_format(path)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        return list(enumerate(read_parquet(path), start=1))
     return parse_records(decode_utf8(path, bad_rows), kind, path, bad_rows)
 
 
@@ -144,6 +143,17 @@ def parse_records(text: str, kind: str, source: str | Path, bad_rows: BadRows | 
         else:
             bad_rows.report(source, number, f"expected a JSON object, found {type(record).__name__}.")
     return records
+
+
+def read_parquet(path: str | Path) -> list[dict]:
+    """The rows of a parquet file; a file pyarrow cannot read is the user's to fix."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable parquet file ({error}).") from None
 
 
 def split_lines(text: str, keepends: bool = False) -> list[str]:
@@ -204,9 +214,7 @@ def read_texts(path: str, text_columns: Sequence[str], kind: str | None = None) 
             raise UserError(f"Input file {source} does not exist.")
         kind = kind or file_format(source)
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return check_texts(list(enumerate(pq.read_table(source).to_pylist(), start=1)), text_columns, source)
+            return check_texts(list(enumerate(read_parquet(source), start=1)), text_columns, source)
         text = decode_utf8(source)
     if kind != "txt":
         records = parse_records(text, kind, source)
@@ -226,11 +234,13 @@ def check_texts(records: list[tuple[int, dict]], text_columns: Sequence[str], so
     """Every record has each text column, as a string; the first one lacking it is an error naming the line."""
     for number, record in records:
         for column in text_columns:
-            if column not in record or record[column] is None:
+            if column not in record:
                 raise UserError(
                     f"{source}, line {number}: no {column!r} (found: {', '.join(map(str, record))}). "
                     "Pass --text_column with the name your file uses."
                 )
+            if record[column] is None:
+                raise UserError(f"{source}, line {number}: {column!r} is empty (null); give the row a text.")
             if not isinstance(record[column], str):
                 raise UserError(f"{source}, line {number}: {column!r} must be text, found {record[column]!r}.")
     return records
@@ -352,7 +362,7 @@ def load_raw_splits(data_args: DataArguments, seed: int) -> RawData:
     The label list is the sorted set of training labels; a validation or test label outside it is an error.
     Without a validation file, ``validation_split_percentage`` of train is held out (seeded, stratified).
     """
-    bad_rows = BadRows(data_args.bad_rows)
+    bad_rows = BadRows(data_args.bad_rows, hint=" (bad_rows: skip leaves such rows out)")
     if data_args.dataset_name:
         columns_by_split = load_hub_columns(data_args)
     else:

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from finetune.checkpoints import EVALUATION_DIR
+from finetune.cli import writable_file
 from finetune.data import read_examples
 from finetune.errors import UserError
 from finetune.metrics import classification_scores
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
+    if args.output:
+        writable_file(args.output)  # before the model is loaded and the texts classified
     classifier = Classifier.load(args.model, args.device, args.max_length)
     # read_examples reads only these three fields of DataArguments, whose other fields belong to training.
     columns = SimpleNamespace(

@@ -33,6 +33,7 @@ from transformers.utils import PaddingStrategy
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
+from finetune.cli import writable_file
 from finetune.data import FORMATS, read_texts
 from finetune.errors import UserError
 from finetune.models.bert import check_max_length
@@ -54,6 +55,8 @@ def resolve_device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu, cuda and cuda:N are supported.")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu.")
@@ -230,10 +233,16 @@ def prediction_columns(
 
 
 def merge_rows(records: list[dict], predictions: list[dict], added: list[str]) -> list[dict]:
-    """Input rows with the prediction columns after them; an input column of the same name becomes input_<name>."""
+    """Input rows with the prediction columns after them; an input column of the same name becomes input_<name>
+    (input_input_<name> if that is taken too, and so on)."""
     rows = []
     for record, prediction in zip(records, predictions, strict=True):
-        row = {(f"input_{name}" if name in added else name): value for name, value in record.items()}
+        row = {}
+        for name, value in record.items():
+            kept = name
+            while kept in added or (kept != name and kept in record):
+                kept = f"input_{kept}"
+            row[kept] = value
         rows.append({**row, **prediction})
     return rows
 
@@ -330,7 +339,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    output_format(args.output)  # an unsupported extension fails before the model is loaded
+    output_format(args.output)  # an unsupported extension or an unwritable path fails before the model is loaded
+    if args.output and args.output != "-":
+        writable_file(args.output)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
     classifier = Classifier.load(args.model, args.device, args.max_length)

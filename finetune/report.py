@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.checkpoints import BEST_FILE, read_best
+from finetune.cli import writable_file
 from finetune.errors import UserError
 
 STATE_FILE = "trainer_state.json"
@@ -187,6 +188,21 @@ def format_summary(history: RunHistory) -> str:
     return "\n".join(lines)
 
 
+def check_plot_file(output: str) -> Path:
+    """--output as matplotlib will write it: a name without an extension gets .png; others must be one it writes."""
+    from matplotlib.figure import Figure
+
+    path = writable_file(output)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise UserError(
+            f"--output {output}: matplotlib cannot write {path.suffix!r} files; use one of {', '.join(formats)}."
+        )
+    return path
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune report",
@@ -202,7 +218,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     history = read_history(args.output_dir)
-    path = plot_curves(history, args.output)
+    path = plot_curves(history, check_plot_file(args.output) if args.output else None)
     print(format_summary(history))
     print(f"\ncurves     {path}")
     return 0

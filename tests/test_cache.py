@@ -219,6 +219,13 @@ def test_clean_dry_run_removes_nothing(cache_root, capsys):
     assert files_in(cache_root) == before
 
 
+@pytest.mark.parametrize("days", ["nan", "inf", "-1", "soon"])
+def test_clean_older_than_takes_a_number_of_days(cache_root, capsys, days):
+    with pytest.raises(SystemExit) as exit_:
+        cache_main(["clean", "--older-than", days, "--cache_dir", str(cache_root)])
+    assert exit_.value.code == 2 and "expected a number of days" in capsys.readouterr().err
+
+
 def test_clean_orphans_removes_leftovers_and_entries_whose_file_is_gone(cache_root, capsys, tmp_path):
     directory = cache_root / "finetune"
     (directory / "tmpk3x9_q1f").write_bytes(b"\0" * 1000)  # what datasets leaves when a map is interrupted

@@ -218,6 +218,47 @@ def test_user_errors_exit_2(textcnn_run, tmp_path, capsys):
         assert "CUDA is not available" in capsys.readouterr().err
 
 
+def test_bad_outputs_devices_and_inputs_exit_2_before_any_work(textcnn_run, tmp_path, capsys):
+    model = ["--model", str(textcnn_run)]
+    folder = tmp_path / "out.jsonl"
+    folder.mkdir()
+    for command in (
+        ["predict", *model, "--input", str(TEST_FILE), "--output", str(folder)],
+        ["evaluate", *model, "--test_file", str(TEST_FILE), "--output", str(folder)],
+    ):
+        assert cli_main(command) == 2
+        assert f"--output {folder} is a directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [folder] and not list(folder.iterdir())  # nothing written
+    assert cli_main(["predict", *model, "--input", str(TEST_FILE), "--device", "meta"]) == 2
+    assert "only cpu, cuda and cuda:N" in capsys.readouterr().err
+    for content, message in (('{"text": "好"}\n{"text": null}\n', "line 2: 'text' is empty (null)"),
+                             ('{"text": "好"}\n{"text": \n', "line 2: not valid JSON")):  # fmt: skip
+        (tmp_path / "broken.jsonl").write_text(content, encoding="utf-8")
+        assert cli_main(["predict", *model, "--input", str(tmp_path / "broken.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "bad_rows" not in err  # training's option, not predict's
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert cli_main(["predict", *model, "--input", str(tmp_path / "broken.parquet")]) == 2
+    assert "not a readable parquet file" in capsys.readouterr().err
+    # A folder to be created for the output; an input column named like one predict adds, twice over.
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text('{"text": "好看", "label": "L", "input_label": "IL"}\n', encoding="utf-8")
+    (row,) = predict([*model, "--input", str(clash)], tmp_path / "new" / "folder" / "out.jsonl")
+    assert row["input_label"] == "IL" and row["input_input_label"] == "L" and row["label"] in ("positive", "negative")
+
+
+def test_damaged_run_files_exit_2(textcnn_run, tmp_path, capsys):
+    best = tmp_path / "best"
+    shutil.copytree(textcnn_run / "best", best)
+    (best / "finetune_args.json").write_text('{"data": ', encoding="utf-8")
+    assert cli_main(["predict", "--model", str(best), "--input", str(TEST_FILE)]) == 2
+    assert "finetune_args.json is damaged" in capsys.readouterr().err
+    (best / "finetune_args.json").unlink()
+    (best / "tokenizer.json").unlink()  # tokenizer_config.json alone cannot build the tokenizer
+    assert cli_main(["predict", "--model", str(best), "--input", str(TEST_FILE)]) == 2
+    assert "no tokenizer (tokenizer.json, or a vocabulary such as vocab.txt)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("run", "max_length", "message"),
     [

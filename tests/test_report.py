@@ -81,6 +81,17 @@ def test_report_errors(tmp_path, capsys):
     assert "It holds the runs seed-1, seed-2" in capsys.readouterr().err
 
 
+def test_report_output_names(run, tmp_path, capsys):
+    assert cli_main(["report", str(run), "--output", str(tmp_path / "curves.xyz")]) == 2
+    assert "matplotlib cannot write '.xyz' files" in capsys.readouterr().err
+    assert cli_main(["report", str(run), "--output", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    # No extension: matplotlib writes a PNG and adds .png; the path printed is the one written.
+    assert cli_main(["report", str(run), "--output", str(tmp_path / "new" / "curves")]) == 0
+    assert f"curves     {tmp_path / 'new' / 'curves.png'}" in capsys.readouterr().out
+    assert_real_png(tmp_path / "new" / "curves.png")
+
+
 def test_model_card(run):
     card = (run / "best" / "README.md").read_text(encoding="utf-8")
     _, front_matter, body = card.split("---\n", 2)
