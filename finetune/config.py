@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 from transformers import TrainingArguments as HfTrainingArguments
+from transformers.hf_argparser import string_to_bool
 
 from finetune.errors import UserError
 
@@ -188,6 +190,11 @@ class DataArguments:
             )
         if self.max_length < 1:
             raise UserError(f"max_length must be positive, got {self.max_length}.")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(
+                    f"{name} must be at least 1, got {getattr(self, name)}; leave it out to use every row."
+                )
 
 
 @dataclass
@@ -212,7 +219,8 @@ class TrainingArguments(HfTrainingArguments):
         default="eval_loss", metadata={"help": "Metric that picks the best checkpoint: " + ", ".join(EVAL_METRICS)}
     )
     greater_is_better: bool | None = field(
-        default=False, metadata={"help": "Whether a larger metric_for_best_model is better (false for a loss)."}
+        default=None,
+        metadata={"help": "Whether a larger metric_for_best_model is better (default: false for a loss, else true)."},
     )
     save_total_limit: int | None = field(
         default=2, metadata={"help": "Keep at most this many checkpoints; the best one is always kept."}
@@ -294,18 +302,42 @@ def load_yaml_config(path: str, known_keys: set[str]) -> dict:
     return values
 
 
+def nullable_fields() -> set[str]:
+    """The arguments whose type admits None, the only ones a YAML ``null`` may set."""
+    names = set()
+    for argument_class in ARGUMENT_CLASSES:
+        hints = typing.get_type_hints(argument_class)
+        for field_ in dataclasses.fields(argument_class):
+            hint = hints.get(field_.name)
+            if hint is type(None) or type(None) in typing.get_args(hint):
+                names.add(field_.name)
+    return names
+
+
 def check_yaml_values(values: dict, parser: argparse.ArgumentParser, path: str) -> dict:
     """Gives each YAML value the checks argparse gives a flag and not a default: the argument's choices, its type
     on every list item, and a list where it takes several values (a single value becomes a list of one, as
-    ``--kernel_sizes 3`` does)."""
+    ``--kernel_sizes 3`` does). ``null`` is only for arguments that can be None."""
     checked = dict(values)
+    nullable = nullable_fields()
     for action in parser._actions:
-        value = values.get(action.dest)
-        if action.dest not in values or value is None:
+        if action.dest not in values:
             continue
+        value = values[action.dest]
         many = action.nargs in ("+", "*")
-        if isinstance(value, list) and not many:
-            raise UserError(f"Config file {path}: {action.dest} takes a single value, not the list {value}.")
+        if value is None:
+            if action.dest not in nullable:
+                raise UserError(
+                    f"Config file {path}: {action.dest} cannot be null; leave the key out for its default "
+                    f"({action.default!r})."
+                )
+            continue
+        if isinstance(value, (list, dict)) and not many:
+            if action.choices is not None or action.type in (int, float, string_to_bool):
+                raise UserError(f"Config file {path}: {action.dest} takes a single value, not {value}.")
+            continue  # a structure the argument takes as it is: report_to: [tensorboard], lr_scheduler_kwargs: {}
+        if many and value == []:
+            raise UserError(f"Config file {path}: {action.dest} needs at least one value.")
         items = []
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and action.type is not None:

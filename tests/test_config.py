@@ -28,6 +28,13 @@ def test_defaults_keep_the_best_checkpoint_by_eval_loss(reviews, tmp_path):
     assert training.metric_for_best_model == "eval_loss" and training.greater_is_better is False
     assert training.save_total_limit == 2
     assert training.report_to == [] or training.report_to in ("none", ["none"])
+    # Another metric: larger is better unless it is a loss, or the config says otherwise.
+    base = ["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path / "run")]
+    assert parse_args([*base, "--metric_for_best_model", "eval_accuracy"])[2].greater_is_better is True
+    assert (
+        parse_args([*base, "--metric_for_best_model", "eval_f1", "--greater_is_better", "false"])[2].greater_is_better
+        is False
+    )
 
 
 def test_precedence_default_yaml_cli(reviews, tmp_path):
@@ -74,6 +81,11 @@ def test_unknown_yaml_key_exits_2_naming_it(reviews, tmp_path, capsys):
         ({"bad_rows": "ignore"}, "bad_rows: 'ignore' is not one of error, skip"),
         ({"kernel_sizes": [3, "four"]}, "kernel_sizes: 'four' is not a valid value"),
         ({"learning_rate": [0.1, 0.2]}, "learning_rate takes a single value"),
+        ({"kernel_sizes": []}, "kernel_sizes needs at least one value"),
+        ({"kernel_sizes": None}, "kernel_sizes cannot be null; leave the key out for its default ([2, 3, 4])"),
+        ({"max_length": None}, "max_length cannot be null"),
+        ({"model_type": None}, "model_type cannot be null"),
+        ({"text_column": None}, "text_column cannot be null"),
     ],
 )
 def test_yaml_values_get_the_checks_of_flags(reviews, tmp_path, capsys, values, message):
@@ -88,6 +100,9 @@ def test_a_single_yaml_value_for_a_list_is_a_list_of_one(reviews, tmp_path):
     model_args, _, training_args = parse_args(["--config", config, "--output_dir", str(tmp_path / "run")])
     assert model_args.kernel_sizes == [3] and training_args.seeds == [7]
     assert check_yaml_values({"gpus": 0}, make_parser(), "c.yaml") == {"gpus": "0"}  # a number, read as a flag's text
+    # null where None is a value; a list or mapping where the argument takes one as it is.
+    values = {"save_total_limit": None, "report_to": ["tensorboard"], "lr_scheduler_kwargs": {"power": 2.0}}
+    assert check_yaml_values(values, make_parser(), "c.yaml") == values
 
 
 def test_unseen_labels_exit_2(reviews, tmp_path, capsys):
@@ -125,6 +140,9 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--wide_ngram_buckets", "1"], "wide_ngram_buckets is for model_type textcnn and 0 or at least 2"),
         (["--wide_ngram_sizes", "0"], "wide_ngram_sizes must be positive"),
         (["--num_train_epochs", "many"], "invalid float value"),
+        (["--max_train_samples", "0"], "max_train_samples must be at least 1, got 0"),
+        (["--max_eval_samples", "-5"], "max_eval_samples must be at least 1, got -5"),
+        (["--max_predict_samples", "0"], "max_predict_samples must be at least 1"),
     ],
 )
 def test_preflight_errors_exit_2(reviews, tmp_path, capsys, flags, message):
