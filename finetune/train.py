@@ -203,7 +203,8 @@ def save_best(
     data_args: DataArguments,
     training_args: TrainingArguments,
 ) -> dict:
-    """Writes best/ (the model the Trainer loaded at the end) and best.json, which names its checkpoint."""
+    """Writes best/ (the model the Trainer loaded at the end); returns best.json's content, which names its
+    checkpoint. best.json itself is written last, when the run is complete (see ``train``)."""
     output_dir = Path(training_args.output_dir)
     best_dir = output_dir / BEST_DIR
     trainer.model.save_pretrained(best_dir)
@@ -220,7 +221,6 @@ def save_best(
         "greater_is_better": training_args.greater_is_better,
         "best_dir": BEST_DIR,
     }
-    write_json_atomically(output_dir / BEST_FILE, best)  # cut short, it leaves none: the run counts as unfinished
     return best
 
 
@@ -315,8 +315,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         )
     results = {**train_metrics, **eval_metrics, **test_metrics}
     if trainer.is_world_process_zero():
-        write_model_card(output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results)
-        logger.info("curves: %s", plot_curves(read_history(output_dir)))
+        with stop_when_disk_full(f"writing the model card, the curves and {BEST_FILE} in {output_dir}", "of the run"):
+            write_model_card(output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results)
+            logger.info("curves: %s", plot_curves(read_history(output_dir)))
+            # Last, through a rename: a run cut short before this point has no best.json and can be resumed.
+            write_json_atomically(output_dir / BEST_FILE, best)
     return results
 
 

@@ -335,6 +335,29 @@ def test_disk_full_while_writing_best_stops_with_a_message_and_resume_writes_it(
     assert_same_weights(run / "best" / "model.safetensors", finished_run / "best" / "model.safetensors")
 
 
+def test_best_json_is_written_last_so_a_run_cut_short_after_best_is_resumed(
+    finished_run, reviews, tmp_path, monkeypatch, capsys
+):
+    import finetune.train
+    from finetune.cli import main as cli_main
+
+    def card_does_not_fit(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "README.md")
+
+    write_model_card = finetune.train.write_model_card
+    monkeypatch.setattr(finetune.train, "write_model_card", card_does_not_fit)
+    assert cli_main(["train", *run_args(reviews, tmp_path, "run")]) == 2
+    assert "No space left on device while writing the model card" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert (run / "best" / "model.safetensors").is_file() and (run / "eval_results.json").is_file()
+    assert not (run / "best.json").exists()  # evaluated, but not finished
+
+    monkeypatch.setattr(finetune.train, "write_model_card", write_model_card)
+    assert cli_main(["train", *run_args(reviews, tmp_path, "run", "--resume")]) == 0
+    assert json.loads((run / "best.json").read_text()) == json.loads((finished_run / "best.json").read_text())
+    assert (run / "best" / "README.md").is_file() and (run / "curves.png").is_file()
+
+
 def test_same_seed_same_losses_and_weights_other_seed_other_ones(finished_run, reviews, tmp_path):
     assert train_main(run_args(reviews, tmp_path, "again", "--seed", "42")) == 0
     assert train_main(run_args(reviews, tmp_path, "other", "--seed", "7")) == 0
