@@ -22,6 +22,7 @@ import logging
 import shutil
 import statistics
 import warnings
+from collections.abc import Collection
 from dataclasses import asdict
 from functools import partial
 
@@ -170,15 +171,17 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
     return TextCNNForSequenceClassification(config)
 
 
-def clear_previous_run(output_dir: Path) -> None:
-    """Removes what an earlier run left in output_dir (only asked for with overwrite_output_dir)."""
+def clear_previous_run(output_dir: Path, keep: Collection[str] = ()) -> None:
+    """Removes what an earlier run left in output_dir (only asked for with overwrite_output_dir), except the
+    seed-N runs named in ``keep``."""
     for checkpoint in output_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
     for directory in (BEST_DIR, EVALUATION_DIR):
         if (output_dir / directory).is_dir():
             shutil.rmtree(output_dir / directory)
     for seed_run in output_dir.glob("seed-*"):
-        shutil.rmtree(seed_run)
+        if seed_run.name not in keep:
+            shutil.rmtree(seed_run)
     for name in (BEST_FILE, SEEDS_FILE, BAD_ROWS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
@@ -331,8 +334,16 @@ def train_seeds(model_args: ModelArguments, data_args: DataArguments, training_a
         seed_args = copy.copy(training_args)
         seed_args.seed, seed_args.seeds = seed, None
         seed_args.output_dir = str(output_dir / f"seed-{seed}")
+        finished = Path(seed_args.output_dir) / BEST_FILE
+        if training_args.resume_from_checkpoint and finished.is_file():  # resuming: a finished seed stays as it is
+            logger.info("seed %d: finished in %s", seed, seed_args.output_dir)
+            runs[seed] = json.loads((Path(seed_args.output_dir) / "all_results.json").read_text(encoding="utf-8"))
+            continue
         logger.info("seed %d -> %s", seed, seed_args.output_dir)
         runs[seed] = train(model_args, data_args, seed_args)
+    if training_args.overwrite_output_dir and training_args.should_save:
+        # The earlier run in output_dir itself (a single run, or other seeds) gives way once every seed is trained.
+        clear_previous_run(output_dir, keep={f"seed-{seed}" for seed in training_args.seeds})
 
     names = [name for name in runs[training_args.seeds[0]] if all(name in run for run in runs.values())]
     summary = {

@@ -216,3 +216,21 @@ def test_seeds_train_once_per_seed_and_write_the_spread(data_args, tmp_path):
     mean_loss = sum(losses) / 3
     sample_std = (sum((loss - mean_loss) ** 2 for loss in losses) / 2) ** 0.5
     assert summary["std"]["eval_loss"] == pytest.approx(sample_std)
+
+
+def test_seeds_replace_an_earlier_run_and_resume_skips_finished_seeds(data_args, tmp_path):
+    quick = data_args + QUICK_TEXTCNN + ["--num_train_epochs", "1"]
+    assert train_main(quick) == 0  # an earlier single run in the same output_dir
+    run = tmp_path / "run"
+    assert train_main(quick + ["--seeds", "1", "2", "--overwrite_output_dir", "true"]) == 0
+    assert sorted(path.name for path in run.iterdir()) == ["seed-1", "seed-2", "seeds_results.json"]
+
+    # Cut short while training seed 2: seed 1 is finished, seed 2 is not.
+    (run / "seed-2" / "best.json").unlink()
+    (run / "seeds_results.json").unlink()
+    seed_1 = {path: path.stat().st_mtime_ns for path in (run / "seed-1").rglob("*")}
+    assert train_main(quick + ["--seeds", "1", "2", "--resume"]) == 0
+    assert {path: path.stat().st_mtime_ns for path in (run / "seed-1").rglob("*")} == seed_1
+    assert (run / "seed-2" / "best.json").is_file()
+    summary = json.loads((run / "seeds_results.json").read_text())
+    assert summary["runs"]["1"] == json.loads((run / "seed-1" / "all_results.json").read_text())
