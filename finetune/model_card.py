@@ -181,11 +181,25 @@ def build_model_card(
     if training_args.early_stopping_patience is not None:
         hyperparameters["early_stopping_patience"] = training_args.early_stopping_patience
     card += [f"- {key}: {value}" for key, value in hyperparameters.items()]
-    _, evaluation_lines, _ = parse_log_history(trainer.state.log_history)
-    if evaluation_lines:
-        card += ["", "### Training results", "", make_markdown_table(evaluation_lines).rstrip()]
+    table = training_results_table(trainer.state.log_history)
+    if table:
+        card += ["", "### Training results", "", table]
     card += ["", "### Framework versions", "", *framework_versions(), ""]
     return "\n".join(card)
+
+
+def training_results_table(log_history: list[dict]) -> str:
+    """The evaluations of the log history as a markdown table (transformers' layout), or "" without any.
+
+    transformers takes the header from the first row and each row's cells in its own key order; after a resume
+    the entries read back from trainer_state.json have their keys sorted and the new ones do not, so every row
+    is put in the header's order first.
+    """
+    _, lines, _ = parse_log_history(log_history)
+    if not lines:
+        return ""
+    columns = list(lines[0])
+    return make_markdown_table([{column: line.get(column, "") for column in columns} for line in lines]).rstrip()
 
 
 def framework_versions() -> list[str]:

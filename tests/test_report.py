@@ -109,3 +109,24 @@ def test_model_card(run):
     assert f"- Loss: {results['eval_loss']:.4f}" in body
     assert "- learning_rate: 0.005" in body
     assert "import finetune" in body
+
+
+def test_model_card_results_table_keeps_its_columns_after_a_resume():
+    from finetune.model_card import training_results_table
+
+    # Entries read back from trainer_state.json on a resume come with sorted keys; later ones in logging order.
+    reloaded = [
+        {"epoch": 1.0, "learning_rate": 0.001, "loss": 0.7, "step": 10},
+        {"epoch": 1.0, "eval_accuracy": 0.6, "eval_f1": 0.5, "eval_loss": 0.65, "step": 10},
+    ]
+    after_resume = [
+        {"loss": 0.5, "learning_rate": 0.0005, "epoch": 2.0, "step": 20},
+        {"eval_loss": 0.45, "eval_accuracy": 0.8, "eval_f1": 0.75, "epoch": 2.0, "step": 20},
+    ]
+    totals = {"train_runtime": 3.0, "train_loss": 0.6, "epoch": 2.0, "step": 20}
+    table = training_results_table(reloaded + after_resume + [totals])
+    header, _, first, second = [line.strip("|").split("|") for line in table.splitlines()]
+    for row, expected in ((first, {"Validation Loss": "0.65", "Accuracy": "0.6", "F1": "0.5"}),
+                          (second, {"Validation Loss": "0.45", "Accuracy": "0.8", "F1": "0.75"})):  # fmt: skip
+        cells = dict(zip([name.strip() for name in header], [cell.strip() for cell in row], strict=True))
+        assert {name: cells[name] for name in expected} == expected
