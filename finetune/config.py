@@ -433,6 +433,10 @@ def preflight(training_args: TrainingArguments) -> None:
         )
     if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
         raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        raise UserError(
+            f"num_train_epochs {training_args.num_train_epochs:g} trains nothing; set it (or max_steps) above 0."
+        )
 
     launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
     if launched_processes > 1 and training_args.world_size == 1:

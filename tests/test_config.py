@@ -141,6 +141,7 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--wide_ngram_sizes", "0"], "wide_ngram_sizes must be positive"),
         (["--num_train_epochs", "many"], "invalid float value"),
         (["--max_train_samples", "0"], "max_train_samples must be at least 1, got 0"),
+        (["--num_train_epochs", "0"], "num_train_epochs 0 trains nothing"),
         (["--max_eval_samples", "-5"], "max_eval_samples must be at least 1, got -5"),
         (["--max_predict_samples", "0"], "max_predict_samples must be at least 1"),
     ],
