@@ -256,6 +256,13 @@ class TrainingArguments(HfTrainingArguments):
         },
     )
     resume: bool = field(default=False, metadata={"help": "Same as --resume_from_checkpoint auto."})
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={
+            "help": "On resuming, restore the callbacks' state saved in the checkpoint (early stopping's count of "
+            "evaluations without improvement), so that a resumed run stops where an uninterrupted one would."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -88,6 +88,23 @@ class Trainer(transformers.Trainer):
         self.throughput.count_batch(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the checkpoint at which the run ended (max_steps reached, or early stopping had fired):
+        # transformers' loop checks both only after a step, so it would train one step more.
+        if self.run_has_ended():
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+    def run_has_ended(self) -> bool:
+        if 0 < self.state.max_steps <= self.state.global_step:
+            return True
+        return any(
+            isinstance(callback, EarlyStoppingCallback)
+            and callback.early_stopping_patience_counter >= callback.early_stopping_patience
+            for callback in self.callback_handler.callbacks
+        )
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset):

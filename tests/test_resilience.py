@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,6 +357,30 @@ def test_best_json_is_written_last_so_a_run_cut_short_after_best_is_resumed(
     assert cli_main(["train", *run_args(reviews, tmp_path, "run", "--resume")]) == 0
     assert json.loads((run / "best.json").read_text()) == json.loads((finished_run / "best.json").read_text())
     assert (run / "best" / "README.md").is_file() and (run / "curves.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        ["--max_steps", "10"],
+        ["--max_steps", "200", "--learning_rate", "0.05", "--early_stopping_patience", "1"],  # stops early
+    ],
+)
+def test_resuming_from_the_checkpoint_where_the_run_ended_trains_no_more(reviews, tmp_path, ending):
+    # Stopped after the last checkpoint was saved: the checkpoints are there, the results and best.json are not.
+    steps = ["--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "5", "--save_steps", "5"]
+    assert train_main(run_args(reviews, tmp_path, "straight", *steps, *ending)) == 0
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    stopped.mkdir()
+    for checkpoint in straight.glob("checkpoint-*"):
+        shutil.copytree(checkpoint, stopped / checkpoint.name)
+    assert train_main(run_args(reviews, tmp_path, "stopped", *steps, *ending, "--resume")) == 0
+    state = json.loads((stopped / "trainer_state.json").read_text())
+    assert state["global_step"] == json.loads((straight / "trainer_state.json").read_text())["global_step"]
+    assert sorted(path.name for path in stopped.glob("checkpoint-*")) == sorted(
+        path.name for path in straight.glob("checkpoint-*")
+    )
+    assert json.loads((stopped / "best.json").read_text()) == json.loads((straight / "best.json").read_text())
 
 
 def test_same_seed_same_losses_and_weights_other_seed_other_ones(finished_run, reviews, tmp_path):
