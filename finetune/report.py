@@ -128,7 +128,9 @@ def plot_curves(history: RunHistory, path: str | Path | None = None) -> Path:
             axes.legend(fontsize="small")
     figure.suptitle(f"{history.output_dir.name}: {history.global_step} steps, {history.epoch:g} epochs")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, metadata={"Description": f"best step {history.best_step}"})
+    # A PNG records the best step in its metadata; jpg, tiff, webp and others take no metadata at all.
+    metadata = {"Description": f"best step {history.best_step}"} if path.suffix.lower() == ".png" else None
+    figure.savefig(path, dpi=110, metadata=metadata)
     return path
 
 
@@ -195,10 +197,10 @@ def check_plot_file(output: str) -> Path:
     path = writable_file(output)
     if not path.suffix:
         path = path.with_name(path.name + ".png")
-    formats = Figure().canvas.get_supported_filetypes()
+    formats = {name for name in Figure().canvas.get_supported_filetypes() if name != "pgf"}  # pgf needs LaTeX
     if path.suffix[1:].lower() not in formats:
         raise UserError(
-            f"--output {output}: matplotlib cannot write {path.suffix!r} files; use one of {', '.join(formats)}."
+            f"--output {output}: matplotlib cannot write {path.suffix!r} files; use one of {', '.join(sorted(formats))}."
         )
     return path
 

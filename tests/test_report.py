@@ -90,6 +90,10 @@ def test_report_output_names(run, tmp_path, capsys):
     assert cli_main(["report", str(run), "--output", str(tmp_path / "new" / "curves")]) == 0
     assert f"curves     {tmp_path / 'new' / 'curves.png'}" in capsys.readouterr().out
     assert_real_png(tmp_path / "new" / "curves.png")
+    for suffix in (".jpg", ".tiff", ".webp", ".pdf", ".svg"):  # formats that take no PNG metadata
+        assert cli_main(["report", str(run), "--output", str(tmp_path / f"curves{suffix}")]) == 0
+        assert (tmp_path / f"curves{suffix}").stat().st_size > 1000
+    assert cli_main(["report", str(run), "--output", str(tmp_path / "curves.pgf")]) == 2
 
 
 def test_model_card(run):
