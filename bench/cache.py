@@ -34,7 +34,7 @@ def measure(cache_root: str) -> dict:
     import datasets
 
     from finetune.config import parse_args
-    from finetune.prepared import prepare_data
+    from finetune.data.prepared import prepare_data
     from finetune.train import build_tokenizer
 
     datasets.disable_progress_bars()

@@ -27,8 +27,7 @@ from datasets import DatasetDict  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed  # noqa: E402
 
 from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args  # noqa: E402
-from finetune.data import RawData  # noqa: E402
-from finetune.prepared import prepare_data  # noqa: E402
+from finetune.data.prepared import PreparedData, prepare_data  # noqa: E402
 from finetune.train import build_model, build_tokenizer  # noqa: E402
 
 CONFIGS = {"textcnn": REPO / "configs" / "textcnn.yaml", "bert": REPO / "configs" / "bert.yaml"}
@@ -41,7 +40,7 @@ class Prepared:
     model_args: ModelArguments
     data_args: DataArguments
     training_args: TrainingArguments
-    raw: RawData
+    raw: PreparedData
     tokenizer: PreTrainedTokenizerBase
     tokenized: DatasetDict
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from common import CONFIGS, REPO, add_threads_argument, machine, median, set_threads
 
-from finetune.data import ClassificationCollator, read_texts
-from finetune.predict import Classifier
+from finetune.data import ClassificationCollator
+from finetune.predict import Classifier, read_texts
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
 

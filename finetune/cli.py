@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "train": ("finetune.train", "train a classifier and keep the best checkpoint by eval loss"),
     "predict": ("finetune.predict", "classify the texts of a file or stdin with a trained model"),
     "evaluate": ("finetune.evaluation", "metrics, per-class report and confusion matrix on a labelled file"),
-    "cache": ("finetune.cache", "list, inspect and clean the tokenized-data cache"),
+    "cache": ("finetune.cache.cli", "list, inspect and clean the tokenized-data cache"),
     "report": ("finetune.report", "plot a run's loss and metric curves and summarise it"),
 }
 

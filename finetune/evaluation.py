@@ -14,48 +14,39 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from finetune.checkpoints import EVALUATION_DIR
 from finetune.cli import writable_file
-from finetune.data import read_examples
+from finetune.data.readers import BadRows, Columns, checked_records, file_format
 from finetune.errors import UserError
-from finetune.metrics import classification_scores
-from finetune.predict import Classifier, add_model_arguments
+from finetune.metrics import scores_from_confusion_matrix
+from finetune.predict import Classifier, add_model_arguments, chunks
 
 AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
 
 
-def evaluate_predictions(references: list[int], predictions: list[int], label_names: list[str]) -> dict:
-    """Scores of class-id predictions against references.
+def evaluate_confusion_matrix(matrix: np.ndarray, label_names: list[str]) -> dict:
+    """Scores from a confusion matrix (rows true labels, columns predicted ones), as counted over the file.
 
     Returns:
-        ``metrics`` (accuracy; f1, precision, recall as macro averages; their ``_weighted`` averages),
-        ``per_class`` (precision, recall, f1, support by label name) and ``confusion_matrix`` (``labels``
-        and ``matrix``, rows true labels, columns predicted ones).
+        ``metrics`` (accuracy; f1, precision, recall as macro averages over the labels that occur; their
+        ``_weighted`` averages), ``per_class`` (precision, recall, f1, support by label name) and
+        ``confusion_matrix`` (``labels`` and ``matrix``).
     """
-    metrics = classification_scores(predictions, references)
-    matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(references), np.asarray(predictions)), 1)
-    correct = np.diag(matrix).astype(float)
-    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
-    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
-    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
+    scores = scores_from_confusion_matrix(matrix)
     per_class = {
         name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
+            "precision": float(scores["per_class"]["precision"][i]),
+            "recall": float(scores["per_class"]["recall"][i]),
+            "f1": float(scores["per_class"]["f1"][i]),
+            "support": int(scores["per_class"]["support"][i]),
         }
         for i, name in enumerate(label_names)
     }
     return {
-        "metrics": {name: metrics[name] for name in AVERAGES},
+        "metrics": {name: scores[name] for name in AVERAGES},
         "per_class": per_class,
         "confusion_matrix": {"labels": label_names, "matrix": matrix.tolist()},
     }
@@ -139,42 +130,49 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         writable_file(args.output)  # before the model is loaded and the texts classified
     classifier = Classifier.load(args.model, args.device, args.max_length)
-    # read_examples reads only these three fields of DataArguments, whose other fields belong to training.
-    columns = SimpleNamespace(
-        text_column=args.text_column or classifier.text_column,
-        text_pair_column=args.text_pair_column or classifier.text_pair_column,
-        label_column=args.label_column or classifier.label_column,
+    text_column = args.text_column or classifier.text_column
+    pair_column = args.text_pair_column or classifier.text_pair_column
+    columns = Columns(
+        [text_column] + ([pair_column] if pair_column else []), args.label_column or classifier.label_column
     )
-    examples = read_examples(args.test_file, columns)
-    labels = [str(label) for label in examples[columns.label_column]]
     label2id = classifier.label2id
-    unknown = sorted(set(labels) - set(label2id))
-    if unknown:
-        raise UserError(
-            f"{args.test_file}: label(s) the model does not know: {', '.join(map(repr, unknown))}. "
-            f"The model's labels: {', '.join(map(repr, label2id))}."
-        )
-
-    texts = examples[columns.text_column]
-    pairs = examples[columns.text_pair_column] if columns.text_pair_column else None
-    probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=True)
-    references = np.array([label2id[label] for label in labels])
-    predictions = probabilities.argmax(axis=1)
     label_names = [classifier.id2label[index] for index in range(len(label2id))]
-    results = evaluate_predictions(references.tolist(), predictions.tolist(), label_names)
-    true_class_probabilities = probabilities[np.arange(len(references)), references]
-    results["metrics"]["loss"] = float(-np.log(np.clip(true_class_probabilities, 1e-12, None)).mean())
+    # Counted chunk by chunk: the confusion matrix and the summed loss, never a list of every row.
+    matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
+    loss_sum, count = 0.0, 0
+    path = Path(args.test_file)
+    if not path.is_file():
+        raise UserError(f"Data file {path} does not exist.")
+    records = checked_records(path, file_format(path), columns, BadRows())
+    for chunk in chunks(iter(records)):
+        labels = [str(record[columns.label]).strip() for record in chunk]
+        unknown = sorted(set(labels) - set(label2id))
+        if unknown:
+            raise UserError(
+                f"{args.test_file}: label(s) the model does not know: {', '.join(map(repr, unknown))}. "
+                f"The model's labels: {', '.join(map(repr, label2id))}."
+            )
+        texts = [record[text_column] for record in chunk]
+        pairs = [record[pair_column] for record in chunk] if pair_column else None
+        probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=True)
+        references = np.array([label2id[label] for label in labels])
+        np.add.at(matrix, (references, probabilities.argmax(axis=1)), 1)
+        true_class = probabilities[np.arange(len(references)), references]
+        loss_sum += float(-np.log(np.clip(true_class, 1e-12, None)).sum())
+        count += len(chunk)
+    if not count:
+        raise UserError(f"Data file {path} holds no examples.")
+    results = evaluate_confusion_matrix(matrix, label_names)
+    results["metrics"]["loss"] = loss_sum / count
 
     test_name = Path(args.test_file).name
     output = Path(args.output) if args.output else Path(args.model) / EVALUATION_DIR / f"{Path(test_name).stem}.json"
     png = output.with_name(f"{output.stem}_confusion_matrix.png")
-    plot_confusion_matrix(
-        results["confusion_matrix"]["matrix"], label_names, png, title=f"{test_name} ({len(labels)})"
-    )
+    plot_confusion_matrix(results["confusion_matrix"]["matrix"], label_names, png, title=f"{test_name} ({count})")
     document = {
         "model": str(classifier.model_dir),
         "test_file": str(args.test_file),
-        "samples": len(labels),
+        "samples": count,
         **results,
         "confusion_matrix_png": str(png),
     }
@@ -182,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     metrics = results["metrics"]
-    print(f"{args.test_file}: {len(labels)} examples, model {classifier.model_dir}")
+    print(f"{args.test_file}: {count} examples, model {classifier.model_dir}")
     print(
         f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1']:.4f}  weighted-F1 {metrics['f1_weighted']:.4f}  "
         f"loss {metrics['loss']:.4f}\n"

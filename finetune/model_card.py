@@ -5,23 +5,15 @@ eval / test metrics. Training writes it at the end of every run, once the test m
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import yaml
 from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
 
 from finetune.config import EVAL_METRICS, DataArguments, ModelArguments, TrainingArguments
+from finetune.data.keys import file_sha256
 
 CARD_FILE = "README.md"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def metric_lines(metrics: dict, prefix: str) -> list[str]:

@@ -17,24 +17,34 @@ import argparse
 import csv
 import itertools
 import json
+import os
+import queue
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tokenizers
 import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.tokenization_utils_base import TruncationStrategy
-from transformers.utils import PaddingStrategy
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
 from finetune.cli import writable_file
-from finetune.data import FORMATS, read_texts
+from finetune.data import FORMATS, encode
+from finetune.data.readers import (
+    BadRows,
+    file_format,
+    iter_lines,
+    iter_records,
+    numbered_lines,
+    records_from_lines,
+)
 from finetune.errors import UserError
 from finetune.models.bert import check_max_length
 
@@ -42,8 +52,7 @@ from finetune.models.bert import check_max_length
 # token length: batches of similar lengths, little padding, while a background thread tokenizes the next group.
 BATCHES_PER_GROUP = 4
 LONGEST_DEFAULT_MAX_LENGTH = 512
-# Model input name -> attribute of a tokenizers.Encoding.
-ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+CHUNK_ROWS = 16_384  # rows read, classified and written at a time: memory stays flat in the number of rows
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
 
@@ -169,29 +178,8 @@ class Classifier:
         return batches
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
-        """The model inputs (input_ids, attention_mask, ...) of each text, truncated to max_length, not padded.
-
-        The same as calling the tokenizer with ``truncation=True``; for a fast tokenizer it calls the Rust
-        backend's ``encode_batch_fast`` directly, which skips character offsets and the per-text conversion
-        into Python dicts: a third of the prediction overhead of a model as cheap as TextCNN.
-        """
-        names = self.tokenizer.model_input_names
-        backend = getattr(self.tokenizer, "_tokenizer", None)
-        if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
-            encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-            return {name: encoded[name] for name in names if name in encoded}
-        self.tokenizer.set_truncation_and_padding(
-            padding_strategy=PaddingStrategy.DO_NOT_PAD,
-            truncation_strategy=TruncationStrategy.LONGEST_FIRST,
-            max_length=self.max_length,
-            stride=0,
-            pad_to_multiple_of=None,
-            padding_side=None,
-        )
-        if backend.encode_special_tokens != self.tokenizer.split_special_tokens:
-            backend.encode_special_tokens = self.tokenizer.split_special_tokens
-        encodings = backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
-        return {name: [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings] for name in names}
+        """The model inputs of each text, truncated to max_length, not padded (see finetune.data.encode)."""
+        return encode(self.tokenizer, texts, pairs, self.max_length)
 
     def pad(self, columns: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
         """Pads each column (input_ids, attention_mask, ...) of a batch to its longest row, on the tokenizer's
@@ -256,28 +244,136 @@ def output_format(output: str | None) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def write_rows(rows: list[dict], output: str | None) -> None:
-    """jsonl, csv or tsv by the output's extension; stdout (jsonl) without one. csv cells hold lists as JSON."""
-    kind = output_format(output)
-    stream = sys.stdout if output is None or output == "-" else open(output, "w", encoding="utf-8", newline="")
-    try:
-        if kind == "jsonl":
-            for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+class RowWriter:
+    """Writes output rows as they come: jsonl, csv or tsv by the output's extension, stdout (jsonl) without one.
+
+    A file is written under a temporary name and renamed when ``close`` is called after the last row, so that
+    an earlier output survives a run that fails. csv cells hold lists as JSON; the csv header holds the columns
+    of the first rows written, and a column that appears only later is left out (with a warning).
+    """
+
+    def __init__(self, output: str | None):
+        self.kind = output_format(output)
+        self.target = None if output is None or output == "-" else Path(output)
+        self.partial = None if self.target is None else self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
+        self.stream = sys.stdout if self.partial is None else open(self.partial, "w", encoding="utf-8", newline="")
+        self.csv = None
+        self.warned = False
+
+    def write(self, rows: list[dict]) -> None:
+        if self.kind == "jsonl":
+            self.stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             return
-        fieldnames = list(dict.fromkeys(name for row in rows for name in row))
-        writer = csv.DictWriter(stream, fieldnames=fieldnames, delimiter="," if kind == "csv" else "\t")
-        writer.writeheader()
+        if self.csv is None:
+            fieldnames = list(dict.fromkeys(name for row in rows for name in row))
+            delimiter = "," if self.kind == "csv" else "\t"
+            self.csv = csv.DictWriter(self.stream, fieldnames=fieldnames, delimiter=delimiter, extrasaction="ignore")
+            self.csv.writeheader()
         for row in rows:
-            writer.writerow(
+            if not self.warned and not row.keys() <= set(self.csv.fieldnames):
+                print(f"warning: columns {sorted(row.keys() - set(self.csv.fieldnames))} appear only after the first "
+                      f"rows and are left out of the {self.kind} output; use .jsonl to keep them", file=sys.stderr)  # fmt: skip
+                self.warned = True
+            self.csv.writerow(
                 {
                     name: json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
                     for name, value in row.items()
                 }
             )
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+
+    def close(self, complete: bool) -> None:
+        """Finishes the output; a file replaces the earlier one only when ``complete``."""
+        if self.partial is None:
+            self.stream.flush()
+            return
+        self.stream.close()
+        if complete:
+            self.partial.replace(self.target)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+def every_line_has_a_tab(path: Path) -> bool:
+    """Whether every non-blank line of a txt file holds a tab: then it is the training format text<TAB>label."""
+    with open(path, "rb") as handle:
+        return all(b"\t" in line for line in handle if line.strip())
+
+
+def text_records(lines, text_column: str, tabbed: bool | None) -> Iterator[tuple[int, dict]]:
+    """One text a line, or text<TAB>label; ``tabbed`` None decides by the first CHUNK_ROWS lines (for stdin)."""
+    lines = iter(lines)
+    first = []
+    if tabbed is None:
+        first = [item for item in itertools.islice(lines, CHUNK_ROWS) if item[1].strip()]
+        tabbed = bool(first) and all("\t" in line for _, line in first)
+    for number, line in itertools.chain(first, lines):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        text, tab, label = line.rpartition("\t")
+        yield number, {text_column: text, "label": label} if tabbed and tab else {text_column: line}
+
+
+def read_texts(path: str, text_columns: list[str], kind: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Streams the rows to classify (no labels needed) as (line or row number, record) pairs.
+
+    Args:
+        path: A data file, or ``-`` for standard input.
+        text_columns: The text column, and the text pair column if the model takes pairs; every row needs them.
+        kind: The format (csv, tsv, json, jsonl, parquet, txt); by default the file's extension, txt for stdin.
+            A txt file holds one text a line, stored under ``text_columns[0]``; blank lines are skipped. When
+            every line has a tab it is the training format ``text<TAB>label`` instead, and keeps its label (on
+            standard input, decided by the first lines).
+    """
+    bad_rows = BadRows()  # predict has no bad_rows: skip; the first bad row is an error
+    if path == "-":
+        source, kind = "<stdin>", kind or "txt"
+        if kind == "parquet":
+            raise UserError("parquet cannot be read from standard input; pass the file's path.")
+        lines = numbered_lines(sys.stdin.buffer, source, bad_rows)
+        records = text_records(lines, text_columns[0], None) if kind == "txt" else None
+        records = records or records_from_lines(lines, kind, source, bad_rows, text_columns[0])
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise UserError(f"Input file {source} does not exist.")
+        kind = kind or file_format(source)
+        if kind == "txt":
+            records = text_records(iter_lines(source, bad_rows), text_columns[0], every_line_has_a_tab(source))
+        else:
+            records = iter_records(source, kind, bad_rows, text_columns[0])
+    for number, record in records:
+        for column in text_columns:
+            if column not in record:
+                raise UserError(
+                    f"{source}, line {number}: no {column!r} (found: {', '.join(map(str, record))}). "
+                    "Pass --text_column with the name your file uses."
+                )
+            if record[column] is None:
+                raise UserError(f"{source}, line {number}: {column!r} is empty (null); give the row a text.")
+            if not isinstance(record[column], str):
+                raise UserError(f"{source}, line {number}: {column!r} must be text, found {record[column]!r}.")
+        yield number, record
+
+
+def chunks(records: Iterator[tuple[int, dict]], size: int = CHUNK_ROWS) -> Iterator[list[dict]]:
+    """Lists of up to ``size`` records, read by a background thread one chunk ahead of the caller (reading and
+    parsing overlap the model's work, which releases the GIL)."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            while chunk := [record for _, record in itertools.islice(records, size)]:
+                ahead.put(chunk)
+            ahead.put(None)
+        except BaseException as error:  # handed to the caller, which raises it
+            ahead.put(error)
+
+    threading.Thread(target=read, daemon=True, name="finetune-read").start()
+    while (chunk := ahead.get()) is not None:
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield chunk
 
 
 def parse_top_k(value: str) -> int:
@@ -348,16 +444,27 @@ def main(argv: list[str] | None = None) -> int:
     text_column = args.text_column or classifier.text_column
     pair_column = args.text_pair_column or classifier.text_pair_column
     text_columns = [text_column, pair_column] if pair_column else [text_column]
-    records = [record for _, record in read_texts(args.input, text_columns, args.input_format)]
-    if not records:
-        raise UserError(f"{args.input} holds no texts.")
-    texts = [record[text_column] for record in records]
-    pairs = [record[pair_column] for record in records] if pair_column else None
-    probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=args.input != "-")
-    added, predictions = prediction_columns(probabilities, classifier.id2label, args.top_k)
-    write_rows(merge_rows(records, predictions, added), args.output)
-    if args.output and args.output != "-":
-        print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+    started, count = time.monotonic(), 0
+    writer = RowWriter(args.output)
+    complete = False
+    try:
+        with tqdm(unit="text", disable=args.input == "-", file=sys.stderr) as bar:
+            for records in chunks(read_texts(args.input, text_columns, args.input_format)):
+                texts = [record[text_column] for record in records]
+                pairs = [record[pair_column] for record in records] if pair_column else None
+                probabilities = classifier.probabilities(texts, pairs, args.batch_size)
+                added, predictions = prediction_columns(probabilities, classifier.id2label, args.top_k)
+                writer.write(merge_rows(records, predictions, added))
+                count += len(records)
+                bar.update(len(records))
+        if not count:
+            raise UserError(f"{args.input} holds no texts.")
+        complete = True
+    finally:
+        writer.close(complete)
+    seconds = time.monotonic() - started
+    where = f" to {args.output}" if args.output and args.output != "-" else ""
+    print(f"predicted {count} rows{where} in {seconds:.1f} s ({count / seconds:.0f} rows/s)", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import statistics
+import time
 import warnings
 from collections.abc import Collection
 from dataclasses import asdict
@@ -49,8 +50,11 @@ from finetune.data import (
     ClassificationCollator,
     RawData,
     ShuffledLengthGroupedSampler,
+    iter_texts,
+    token_lengths,
     write_bad_rows,
 )
+from finetune.data.prepared import prepare_data
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
@@ -61,7 +65,6 @@ from finetune.models.bert import (
     load_pretrained_classifier,
     load_pretrained_tokenizer,
 )
-from finetune.prepared import prepare_data
 from finetune.report import CURVES_FILE, plot_curves, read_history
 from finetune.throughput import ThroughputCallback
 from finetune.tokenizer import build_vocab_tokenizer
@@ -78,13 +81,17 @@ class Trainer(transformers.Trainer):
     checkpoint complete once all of its files are written (see finetune.checkpoints), and measuring
     throughput (see ThroughputCallback, which it adds; ``self.throughput.totals`` after training)."""
 
-    def __init__(self, *args, callbacks: list | None = None, **kwargs):
+    def __init__(self, *args, callbacks: list | None = None, started: float | None = None, **kwargs):
+        self.started = started  # time.monotonic() when the command began; the first training step logs the time since
         # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
         self.throughput = ThroughputCallback()
         super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
         self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.started is not None:
+            logger.info("first training step, %.1f s after the arguments were read", time.monotonic() - self.started)
+            self.started = None
         self.throughput.count_batch(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -109,10 +116,9 @@ class Trainer(transformers.Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset):
             return super()._get_train_sampler(train_dataset)
-        lengths = [len(ids) for ids in dataset.with_format(None)["input_ids"]]
         return ShuffledLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            lengths=lengths,
+            lengths=token_lengths(dataset),
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
         )
 
@@ -137,18 +143,17 @@ class Trainer(transformers.Trainer):
 
 def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
     """TextCNN: a vocabulary learned from the training texts. BERT: the pretrained model's fast tokenizer."""
-    train = raw.splits["train"]
-    texts = list(train[data_args.text_column])  # datasets gives Column objects, which do not concatenate
-    if data_args.text_pair_column:
-        texts += train[data_args.text_pair_column]
+    columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
+    batches = iter_texts(raw.splits["train"], columns)  # read batch by batch, never all at once
     if model_args.model_type == "bert":
         name = model_args.tokenizer_name or model_args.model_name_or_path
         tokenizer = load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
         if model_args.extend_vocabulary:
+            texts = (text for batch in batches for text in batch)
             extend_vocabulary(tokenizer, texts, model_args.extend_vocabulary, model_args.min_frequency)
         return tokenizer
     return build_vocab_tokenizer(
-        texts,
+        batches,
         level=model_args.tokenizer_level,
         min_frequency=model_args.min_frequency,
         max_vocab_size=model_args.max_vocab_size,
@@ -258,6 +263,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     Returns:
         The run's train, eval and (with a test file) test metrics, as written to all_results.json.
     """
+    started = time.monotonic()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
 
@@ -308,6 +314,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         data_collator=collator,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
+        started=started,
     )
 
     train_result = trainer.train(resume_from_checkpoint=resume)

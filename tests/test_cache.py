@@ -112,7 +112,7 @@ def tokenize(files: dict, tokenizer, cache_dir: Path, **overrides):
     args = DataArguments(train_file=str(files["train"]), validation_file=str(files["validation"]), **overrides)
     raw = load_raw_splits(args, seed=0)
     tokenizer = tokenizer or build_vocab_tokenizer(raw.splits["train"]["text"])
-    return raw, tokenizer, tokenize_splits(raw.splits, tokenizer, args, cache_dir)
+    return raw, tokenizer, tokenize_splits(raw, tokenizer, args, cache_dir)
 
 
 def test_content_change_with_the_old_mtime_is_a_miss_and_the_new_rows_are_tokenized(reviews, tmp_path, cache_log):
@@ -232,6 +232,7 @@ def test_clean_orphans_removes_leftovers_and_entries_whose_file_is_gone(cache_ro
     validation = manifests(cache_root)["validation"]
     moved = json.loads(validation.read_text())
     moved["inputs"]["data_file"] = str(tmp_path / "deleted.jsonl")
+    moved["data_files"] = [str(tmp_path / "deleted.jsonl")]
     validation.write_text(json.dumps(moved))
 
     listing = run_cache(capsys, "list", "--cache_dir", str(cache_root))
@@ -243,6 +244,32 @@ def test_clean_orphans_removes_leftovers_and_entries_whose_file_is_gone(cache_ro
     assert "freed" in shown and "removed tmpk3x9_q1f" in shown
     assert list(manifests(cache_root)) == ["train"]
     assert not prepared_indexes(cache_root)  # it named the removed validation entry
+
+
+def test_an_entry_still_used_by_another_file_with_the_same_rows_is_not_an_orphan(reviews, tmp_path, capsys):
+    # Entries are keyed by content: a run on a copy of the data uses the same entries and records its file, so
+    # deleting the file that first made them leaves them in use.
+    copies = {}
+    for name in ("first", "second"):
+        copies[name] = {split: tmp_path / f"{name}-{split}.jsonl" for split in ("train", "validation")}
+        for split, path in copies[name].items():
+            path.write_bytes(reviews[split].read_bytes())
+    cache_root = tmp_path / "cache"
+    for name in ("first", "second"):
+        train_in_new_process(copies[name], cache_root, tmp_path / f"run-{name}")
+    train_manifest = json.loads(manifests(cache_root)["train"].read_text())
+    assert len(manifests(cache_root)) == 2
+    assert train_manifest["data_files"] == [str(copies[name]["train"].resolve()) for name in ("first", "second")]
+
+    for path in copies["first"].values():
+        path.unlink()
+    run_cache(capsys, "clean", "--orphans", "--cache_dir", str(cache_root))
+    assert set(manifests(cache_root)) == {"train", "validation"}  # the second copy still uses them
+    for path in copies["second"].values():
+        path.unlink()
+    assert "its data file no longer exists" in run_cache(capsys, "list", "--cache_dir", str(cache_root))
+    run_cache(capsys, "clean", "--orphans", "--cache_dir", str(cache_root))
+    assert not manifests(cache_root)
 
 
 def test_an_index_whose_entry_is_gone_is_an_orphan(cache_root, capsys):

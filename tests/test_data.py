@@ -3,6 +3,7 @@
 import csv
 import json
 import unicodedata
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,11 +20,12 @@ from finetune.data import (
     ShuffledLengthGroupedSampler,
     load_raw_splits,
     read_examples,
-    read_texts,
     tokenize_splits,
 )
+from finetune.data.splits import label_id_array
 from finetune.errors import UserError
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
+from finetune.predict import read_texts
 from finetune.tokenizer import build_vocab_tokenizer
 
 
@@ -68,7 +70,7 @@ def test_integer_labels_sort_numerically(tmp_path):
     raw = load_raw_splits(DataArguments(train_file=str(path), validation_file=str(path)), seed=0)
     assert raw.label_list == [1, 2, 10]
     assert raw.id2label == {0: "1", 1: "2", 2: "10"}
-    assert raw.splits["train"]["labels"] == [2, 1, 0, 1, 2, 0]
+    assert label_id_array(raw, "train").tolist() == [2, 1, 0, 1, 2, 0]
 
 
 def test_bom_and_crlf_are_not_errors(tmp_path):
@@ -141,7 +143,7 @@ def test_validation_split_is_seeded_and_stratified(reviews):
     assert len(first.splits["validation"]) == 40 and len(first.splits["train"]) == 160
     assert first.splits["validation"]["text"] == again.splits["validation"]["text"]
     assert first.splits["validation"]["text"] != other.splits["validation"]["text"]
-    assert sorted(first.splits["validation"]["labels"]).count(0) == 20  # the fixture is balanced
+    assert label_id_array(first, "validation").tolist().count(0) == 20  # the fixture is balanced
 
 
 def test_max_samples(reviews):
@@ -203,13 +205,13 @@ def test_truncation_side_and_padding(reviews, tmp_path):
     raw = load_raw_splits(args, seed=0)
     tokenizer = build_vocab_tokenizer(raw.splits["train"]["text"])
     text = raw.splits["train"]["text"][0]
-    right = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "a")["train"][0]["input_ids"]
+    right = tokenize_splits(raw, tokenizer, args, tmp_path / "a")["train"][0]["input_ids"]
     assert tokenizer.decode(right) == unicodedata.normalize("NFKC", text[:4])
     args.truncation_side = "left"
-    left = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "b")["train"][0]["input_ids"]
+    left = tokenize_splits(raw, tokenizer, args, tmp_path / "b")["train"][0]["input_ids"]
     assert tokenizer.decode(left) == unicodedata.normalize("NFKC", text[-4:])
     args.padding, args.max_length = "max_length", 40
-    padded = tokenize_splits(raw.splits, tokenizer, args, tmp_path / "c")["train"]
+    padded = tokenize_splits(raw, tokenizer, args, tmp_path / "c")["train"]
     assert {len(ids) for ids in padded["input_ids"]} == {40}
 
 
@@ -369,12 +371,12 @@ def test_bad_rows_skip_leaves_out_and_records_each_bad_row(tmp_path):
     # After the quote left open on line 8, reading goes on at line 9.
     assert columns == {"text": ["good one", "good two", "good three"], "label": ["a", "b", "a"]}
     assert [(row["line"], row["reason"].split(" (")[0]) for row in bad_rows.rows] == [
-        (4, "not valid UTF-8"),
         (3, "more fields than the header has columns"),
-        (8, "unexpected end of data; is a quote left open?"),
+        (4, "not valid UTF-8"),
         (5, "empty 'text'."),
         (6, "no 'label'."),
-    ]
+        (8, "unexpected end of data; is a quote left open?"),
+    ]  # in file order
     assert {row["file"] for row in bad_rows.rows} == {str(csv_path)}
 
     bad_rows = BadRows("skip")
@@ -394,3 +396,49 @@ def test_empty_or_missing_files_are_errors_even_when_skipping(tmp_path):
     (tmp_path / "all_bad.jsonl").write_text("not json\n")
     with pytest.raises(UserError, match="no usable examples"):
         read_examples(tmp_path / "all_bad.jsonl", args, bad_rows=BadRows("skip"))
+
+
+def test_every_dataloader_batch_is_one_length_group_and_the_partial_batch_comes_last():
+    # 1000 = 15 x 64 + 40: a partial batch served in the middle would shift every later DataLoader batch by 40
+    # rows, so that each mixed two length groups.
+    generator = torch.Generator().manual_seed(0)
+    lengths = [int(x) for x in torch.randint(1, 300, (1000,), generator=generator)]
+    sampler = ShuffledLengthGroupedSampler(64, lengths=lengths, seed=3)
+    groups = [sorted(group.tolist()) for group in sampler.batches(0)]
+    served = [sorted(batch.tolist()) for batch in torch.utils.data.DataLoader(range(1000), 64, sampler=sampler)]
+    assert served == groups and len(served[-1]) == 40
+    assert max(lengths) in [lengths[i] for i in served[0]]  # the longest batch first
+    # Within a mega-batch the groups are cut from one length order: no two groups' length ranges overlap much.
+    assert sum(64 * max(lengths[i] for i in group) for group in served[:-1]) < 0.75 * 64 * 15 * 300
+
+
+def test_fast_readers_give_what_the_row_reader_gives(reviews, tmp_path):
+    # The row reader (Python, line by line) is the oracle: on clean files the fast readers must read the same rows.
+    from finetune.data.readers import Columns, fast_batches, row_reader_batches
+
+    rows = read_jsonl(reviews["train"])
+    rows[0]["text"] = 'a text with, a comma, "quotes", a tab\there and a line\nbreak'
+    rows[1]["text"] = "好\u2028看 \x85 U+2028 and NEL stay"
+    paths = write_all_formats(rows, tmp_path)
+    del paths["json"]  # one JSON array: always read object by object
+    for kind, path in paths.items():
+        columns = Columns(["text"], "label")
+        fast = pa.concat_tables(fast_batches(Path(path), kind, columns))
+        slow = pa.concat_tables(row_reader_batches(Path(path), kind, columns, BadRows()))
+        if kind == "txt":  # one example a line: the line break stays out of the txt file
+            assert fast.num_rows == slow.num_rows == len(rows) + 1, kind
+        else:
+            assert fast.num_rows == len(rows), kind
+        assert fast.to_pylist() == slow.to_pylist(), kind
+
+
+def test_a_large_file_is_read_in_bounded_batches(tmp_path, monkeypatch):
+    import finetune.data.readers as readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 4096)
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": i % 2}) + "\n" for i in range(3000)))
+    batches = list(readers.fast_batches(path, "jsonl", readers.Columns(["text"], "label")))
+    assert len(batches) > 10 and max(batch.num_rows for batch in batches) < 300
+    assert sum(batch.num_rows for batch in batches) == 3000
+    assert batches[-1].column("label").to_pylist()[-1] == 1

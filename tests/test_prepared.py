@@ -11,24 +11,24 @@ import pytest
 from conftest import read_jsonl
 from test_vocabulary import tiny_bert_without
 
-import finetune.data
+import finetune.data.splits
 from finetune.config import DataArguments, ModelArguments
 from finetune.data import tokenizer_identity
-from finetune.prepared import prepare_data
+from finetune.data.prepared import prepare_data
 from finetune.train import build_tokenizer
 
 
 @pytest.fixture
 def counts(monkeypatch) -> dict[str, int]:
-    """How many data files were parsed (read_records) and tokenizers built, counted in this process."""
+    """How many data files were parsed (read_file) and tokenizers built, counted in this process."""
     counted = {"parsed": 0, "built": 0}
-    read_records = finetune.data.read_records
+    read_file = finetune.data.splits.read_file
 
-    def counting_read_records(path, *args):
+    def counting_read_file(path, *args):
         counted["parsed"] += 1
-        return read_records(path, *args)
+        return read_file(path, *args)
 
-    monkeypatch.setattr(finetune.data, "read_records", counting_read_records)
+    monkeypatch.setattr(finetune.data.splits, "read_file", counting_read_file)
     return counted
 
 

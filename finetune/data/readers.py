@@ -1,0 +1,498 @@
+"""Data files into Arrow: a fast reader per format, and a line-numbered reader for files that need a closer look.
+
+Every file is read in bounded pieces and never whole. The fast readers (pyarrow's csv and json parsers, parquet
+batches, and vectorised line splitting for txt) handle clean files, and any row they cannot judge (broken csv or
+JSON, invalid UTF-8, a missing or empty value, a label of another type) sends the whole file to the row reader.
+The row reader parses it in Python, line by line, so that each bad row is named by file and line, or, with
+``bad_rows: skip``, left out and recorded. Only files with a problem pay for that.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import logging
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+BAD_ROWS_FILE = "bad_rows.jsonl"  # in output_dir: the rows left out with bad_rows: skip
+BLOCK_BYTES = 16 << 20  # bytes of text parsed at a time
+BATCH_ROWS = 10_000  # rows per Arrow batch on the row reader and for parquet
+INTEGER = r"^\s*-?[0-9]+\s*$"
+
+
+def file_format(path: str | Path) -> str:
+    """The format of a data file, from its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(FORMATS)}.")
+    return FORMATS[suffix]
+
+
+@dataclass
+class BadRows:
+    """Rows that cannot be used. With ``mode`` error (the default) the first one is an error naming its file and
+    line, followed by ``hint``; with skip, each one is left out and recorded here (file, line, reason)."""
+
+    mode: str = "error"
+    rows: list[dict] = field(default_factory=list)
+    hint: str = ""
+
+    def report(self, source: str | Path, line: int, reason: str) -> None:
+        if self.mode != "skip":
+            raise UserError(f"{source}, line {line}: {reason}{self.hint}")
+        self.rows.append({"file": str(source), "line": line, "reason": reason})
+
+
+def write_bad_rows(rows: list[dict], output_dir: str | Path) -> Path:
+    """Writes the skipped rows to output_dir/bad_rows.jsonl and logs the first few; returns the report's path."""
+    path = Path(output_dir) / BAD_ROWS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    for row in rows[:5]:
+        logger.warning("skipped %s, line %d: %s", row["file"], row["line"], row["reason"])
+    logger.warning("skipped %d bad row(s) in all (bad_rows: skip); every one is listed in %s", len(rows), path)
+    return path
+
+
+# The row reader: (line number, record) pairs, streamed.
+
+
+def iter_lines(path: Path, bad_rows: BadRows) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a file (see numbered_lines)."""
+    with open(path, "rb") as handle:
+        yield from numbered_lines(handle, path, bad_rows)
+
+
+def numbered_lines(handle: Iterable[bytes], source: str | Path, bad_rows: BadRows) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a binary stream, each with its line end. Lines end at \\n, \\r\\n or \\r only (not at
+    U+2028 and the other characters ``str.splitlines`` ends lines at); a byte-order mark is dropped; a line of
+    invalid UTF-8 is a bad row and read as an empty line, so that the numbers of the lines after it stay right."""
+    number = 0
+    for raw in handle:
+        if number == 0:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            number += 1
+            bad_rows.report(source, number, f"not valid UTF-8 ({error.reason}). Save the file as UTF-8.")
+            yield number, ""
+            continue
+        for line in io.StringIO(text, newline="").readlines() if "\r" in text.rstrip("\r\n") else [text]:
+            number += 1
+            yield number, line
+
+
+def iter_records(
+    path: str | Path,
+    kind: str,
+    bad_rows: BadRows | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Iterator[tuple[int, dict]]:
+    """The records of a file with the line (or row, for parquet and JSON arrays) each starts on.
+
+    txt files hold one ``text<TAB>label`` example a line, and give them the keys ``text_column`` and
+    ``label_column``.
+    """
+    path, bad_rows = Path(path), bad_rows or BadRows()
+    if kind == "parquet":
+        number = 0
+        for batch in parquet_batches(path):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
+        return
+    if kind == "json" and first_character(path) == "[":
+        yield from json_array_records(path, bad_rows)
+        return
+    yield from records_from_lines(iter_lines(path, bad_rows), kind, path, bad_rows, text_column, label_column)
+
+
+def records_from_lines(
+    lines: Iterable[tuple[int, str]],
+    kind: str,
+    source: str | Path,
+    bad_rows: BadRows,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Iterator[tuple[int, dict]]:
+    """The records of a csv, tsv, jsonl or txt (text<TAB>label) stream of numbered lines."""
+    path = source
+    if kind in ("csv", "tsv"):
+        yield from delimited_records(lines, "," if kind == "csv" else "\t", source, bad_rows)
+        return
+    for number, line in lines:
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if kind == "txt":
+            text, tab, label = line.rpartition("\t")
+            if tab:
+                yield number, {text_column: text, label_column: label}
+            else:
+                bad_rows.report(path, number, "expected text<TAB>label, found no tab.")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            bad_rows.report(path, number, f"not valid JSON ({error.msg}).")
+            continue
+        if isinstance(record, dict):
+            yield number, record
+        else:
+            bad_rows.report(path, number, f"expected a JSON object, found {type(record).__name__}.")
+
+
+def first_character(path: Path) -> str:
+    """The first character of a text file that is not white space (after a byte-order mark), or ''."""
+    with open(path, "rb") as handle:
+        start = handle.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
+    return start[:1].decode("latin-1")
+
+
+def parquet_batches(path: Path, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The record batches of a parquet file; a file pyarrow cannot read is the user's to fix."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        if columns is not None:
+            missing = [column for column in columns if column not in parquet.schema_arrow.names]
+            if missing:
+                raise UserError(
+                    f"{path}: no column {', '.join(map(repr, missing))} (found: {', '.join(parquet.schema_arrow.names)})."
+                    " Set text_column / label_column to the names your file uses."
+                )
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable parquet file ({error}).") from None
+
+
+def json_array_records(path: Path, bad_rows: BadRows) -> Iterator[tuple[int, dict]]:
+    """The objects of a file holding one JSON array, decoded one at a time from a bounded buffer; each is numbered
+    by its place in the array."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8-sig") as handle:
+        buffer, position, lines_before, at_end, number = "", 0, 0, False, 0
+
+        def refill() -> None:
+            nonlocal buffer, position, lines_before, at_end
+            lines_before += buffer.count("\n", 0, position)
+            more = handle.read(BLOCK_BYTES)
+            at_end = not more
+            buffer, position = buffer[position:] + more, 0
+
+        def skip_space() -> None:
+            nonlocal position
+            while True:
+                while position < len(buffer) and buffer[position].isspace():
+                    position += 1
+                if position < len(buffer) or at_end:
+                    return
+                refill()
+
+        try:
+            skip_space()
+            if buffer[position : position + 1] != "[":
+                raise UserError(f"{path}: a .json file holds JSON lines or one JSON array.")
+            position += 1
+            while True:
+                skip_space()
+                if buffer[position : position + 1] == "]":
+                    return
+                if number and buffer[position : position + 1] == ",":
+                    position += 1
+                    skip_space()
+                try:
+                    record, end = decoder.raw_decode(buffer, position)
+                except json.JSONDecodeError as error:
+                    if not at_end:
+                        refill()
+                        continue
+                    line = lines_before + buffer.count("\n", 0, error.pos) + 1
+                    raise UserError(f"{path}, line {line}: not valid JSON ({error.msg}).") from None
+                if end == len(buffer) and not at_end:  # a number or literal may go on in the next block
+                    refill()
+                    continue
+                position, number = end, number + 1
+                if isinstance(record, dict):
+                    yield number, record
+                else:
+                    bad_rows.report(path, number, f"expected a JSON object, found {type(record).__name__}.")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path}: not valid UTF-8 ({error.reason}). Save the file as UTF-8.") from None
+
+
+def delimited_records(
+    lines: Iterable[tuple[int, str]], delimiter: str, source: Path, bad_rows: BadRows
+) -> Iterator[tuple[int, dict]]:
+    """Rows of a csv or tsv file with a header, numbered by the line they start on. After a bad row (more fields
+    than the header, a quote never closed) reading goes on at the line after the one where it starts."""
+    upcoming = iter(lines)
+    replay: deque[tuple[int, str]] = deque()
+    consumed: list[tuple[int, str]] = []  # the lines of the row being read
+
+    def feed() -> Iterator[str]:
+        while True:
+            item = replay.popleft() if replay else next(upcoming, None)
+            if item is None:
+                return
+            consumed.append(item)
+            yield item[1]
+
+    reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+    header = None
+    while True:
+        consumed.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if not consumed:
+                return
+            bad_rows.report(source, consumed[0][0], f"{error}; is a quote left open?")
+            replay.extendleft(reversed(consumed[1:]))
+            reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+            continue
+        number = consumed[0][0] if consumed else 0
+        if not any(value.strip() for value in row):
+            continue
+        if header is None:
+            header = row
+        elif len(row) > len(header):
+            reason = f"more fields than the header has columns ({', '.join(header)})."
+            bad_rows.report(source, number, reason + " Quote texts that contain the delimiter.")
+        else:
+            yield number, dict(zip(header[: len(row)], row, strict=True))  # a short row lacks keys
+
+
+# Checking records and turning them into Arrow
+
+
+def row_problem(record: dict, columns: Sequence[str], label_column: str | None) -> str | None:
+    """What makes a row unusable: a missing or empty column, a text that is not text."""
+    for column in columns:
+        value = record.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return f"empty {column!r}." if column in record else f"no {column!r}."
+        if column != label_column and not isinstance(value, str):
+            return f"{column!r} must be text, found {value!r}."
+    return None
+
+
+def label_kind(label) -> str:
+    return "int" if isinstance(label, int) and not isinstance(label, bool) else type(label).__name__
+
+
+@dataclass
+class Columns:
+    """Which columns a file must have: the text column(s) and, for labelled data, the label column."""
+
+    texts: list[str]
+    label: str | None = None
+
+    @property
+    def wanted(self) -> list[str]:
+        return self.texts + ([self.label] if self.label else [])
+
+
+def checked_records(
+    path: Path, kind: str, columns: Columns, bad_rows: BadRows, label_kinds: Counter | None = None
+) -> Iterator[tuple[int, dict]]:
+    """The usable records of a file; each bad one is reported. A file whose first rows all lack a column is an
+    error naming the columns it has. With ``label_kinds`` (counts from a first pass over the file), a label of
+    another type than most is a bad row."""
+    usual = label_kinds.most_common(1)[0][0] if label_kinds else None
+    first: list[tuple[int, dict]] = []
+    records = iter_records(path, kind, bad_rows, columns.texts[0], columns.label or "label")
+    for number, record in records:
+        first.append((number, record))
+        if len(first) == BATCH_ROWS:
+            break
+    missing = [column for column in columns.wanted if first and not any(column in record for _, record in first)]
+    if missing:
+        raise UserError(
+            f"{path}: no column {', '.join(map(repr, missing))} (found: {', '.join(map(str, first[0][1]))}). "
+            "Set text_column / label_column to the names your file uses."
+        )
+    for number, record in [*first, *records]:
+        problem = row_problem(record, columns.wanted, columns.label)
+        if problem:
+            bad_rows.report(path, number, problem)
+            continue
+        if usual is not None:
+            label = record[columns.label]
+            if label_kind(label) != usual:
+                reason = f"label {label!r} is {label_kind(label)}, but most labels are {usual}: the label column mixes types"
+                bad_rows.report(path, number, reason + "; use all strings or all integers.")
+                continue
+        yield number, record
+
+
+def row_reader_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRows) -> Iterator[pa.Table]:
+    """Arrow batches of the usable rows, read record by record: the slow reader, which names every bad row."""
+    label_kinds = None
+    if columns.label:  # first pass: which label type most rows have (bad rows are reported on the second pass)
+        label_kinds = Counter(
+            label_kind(record[columns.label]) for _, record in checked_records(path, kind, columns, BadRows("skip"))
+        )
+        if label_kinds and label_kinds.most_common(1)[0][0] not in ("str", "int"):
+            raise UserError(f"{path}: labels must be strings or integers, found {label_kinds.most_common(1)[0][0]}.")
+    values: dict[str, list] = {column: [] for column in columns.wanted}
+    for _, record in checked_records(path, kind, columns, bad_rows, label_kinds):
+        for column in columns.wanted:
+            values[column].append(record[column])
+        if len(values[columns.wanted[0]]) == BATCH_ROWS:
+            yield arrow_batch(values, columns)
+            values = {column: [] for column in columns.wanted}
+    if values[columns.wanted[0]]:
+        yield arrow_batch(values, columns)
+
+
+def arrow_batch(values: dict[str, list], columns: Columns) -> pa.Table:
+    types = {column: pa.string() for column in columns.texts}
+    if columns.label:
+        types[columns.label] = pa.int64() if isinstance(values[columns.label][0], int) else pa.string()
+    return pa.table({column: pa.array(values[column], types[column]) for column in columns.wanted})
+
+
+# The fast readers
+
+
+class NeedsRowReader(Exception):
+    """A fast reader met a row it cannot judge; the file is read again by the row reader."""
+
+
+def text_blocks(path: Path) -> Iterator[bytes]:
+    """The file's bytes in blocks of whole lines (about BLOCK_BYTES each), without a byte-order mark."""
+    with open(path, "rb") as handle:
+        rest = handle.read(len(codecs.BOM_UTF8)).removeprefix(codecs.BOM_UTF8)
+        while True:
+            more = handle.read(BLOCK_BYTES)
+            if not more:
+                if rest:
+                    yield rest
+                return
+            block = rest + more
+            end = block.rfind(b"\n") + 1
+            if end == 0:
+                rest = block
+                continue
+            yield block[:end]
+            rest = block[end:]
+
+
+def checked_table(table: pa.Table, columns: Columns) -> pa.Table:
+    """The wanted columns, text as strings and labels as strings or 64-bit integers; NeedsRowReader when a value is
+    missing, empty or of another type."""
+    result = {}
+    for column in columns.wanted:
+        if column not in table.column_names:
+            raise NeedsRowReader(f"no column {column!r}")
+        values = table.column(column)
+        if values.null_count:
+            raise NeedsRowReader(f"a missing {column!r}")
+        if pa.types.is_integer(values.type) and column == columns.label:
+            values = values.cast(pa.int64())
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            values = values.cast(pa.string())
+            if len(values) and pc.any(pc.equal(pc.utf8_trim_whitespace(values), "")).as_py():
+                raise NeedsRowReader(f"an empty {column!r}")
+        else:
+            raise NeedsRowReader(f"{column!r} of type {values.type}")
+        result[column] = values
+    return pa.table(result)
+
+
+def jsonl_batches(path: Path, columns: Columns) -> Iterator[pa.Table]:
+    import pyarrow.json as pj
+
+    label_types = [pa.string(), pa.int64()] if columns.label else [None]
+    for block in text_blocks(path):
+        for label_type in label_types:
+            fields = [(column, pa.string()) for column in columns.texts]
+            fields += [(columns.label, label_type)] if columns.label else []
+            options = pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+            try:
+                table = pj.read_json(io.BytesIO(block), parse_options=options)
+                break
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                continue
+        else:
+            raise NeedsRowReader("a line pyarrow's JSON reader does not take")
+        yield checked_table(table, columns)
+
+
+def txt_batches(path: Path, columns: Columns) -> Iterator[pa.Table]:
+    if len(columns.texts) > 1:
+        raise NeedsRowReader("txt files hold one text a line")
+    for block in text_blocks(path):
+        if block.count(b"\r") != block.count(b"\r\n"):
+            raise NeedsRowReader("a line that ends in \\r alone")
+        try:
+            text = pa.array([block], pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:
+            raise NeedsRowReader("invalid UTF-8") from None
+        lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+        lines = pc.replace_substring_regex(lines, r"\r$", "")
+        lines = lines.filter(pc.not_equal(pc.utf8_trim_whitespace(lines), ""))
+        if columns.label is None:
+            yield checked_table(pa.table({columns.texts[0]: lines}), columns)
+            continue
+        parts = pc.split_pattern(lines, "\t", max_splits=1, reverse=True)
+        if len(parts) and pc.any(pc.less(pc.list_value_length(parts), 2)).as_py():
+            raise NeedsRowReader("a line without a tab")
+        table = pa.table({columns.texts[0]: pc.list_element(parts, 0), columns.label: pc.list_element(parts, 1)})
+        yield checked_table(table, columns)
+
+
+def delimited_batches(path: Path, columns: Columns, delimiter: str) -> Iterator[pa.Table]:
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(
+            column_types={column: pa.string() for column in columns.wanted}, include_columns=columns.wanted
+        ),
+    )
+    for batch in reader:
+        yield checked_table(pa.Table.from_batches([batch]), columns)
+
+
+def parquet_table_batches(path: Path, columns: Columns) -> Iterator[pa.Table]:
+    for batch in parquet_batches(path, columns.wanted):
+        yield checked_table(pa.Table.from_batches([batch]), columns)
+
+
+def fast_batches(path: Path, kind: str, columns: Columns) -> Iterator[pa.Table]:
+    """The file as Arrow batches of the wanted columns, when every row is usable; else NeedsRowReader."""
+    try:
+        if kind in ("csv", "tsv"):
+            yield from delimited_batches(path, columns, "," if kind == "csv" else "\t")
+        elif kind == "parquet":
+            yield from parquet_table_batches(path, columns)
+        elif kind == "txt":
+            yield from txt_batches(path, columns)
+        elif kind == "jsonl" or first_character(path) != "[":
+            yield from jsonl_batches(path, columns)
+        else:  # one JSON array: decoded object by object
+            raise NeedsRowReader("a JSON array")
+    except pa.ArrowInvalid as error:  # pyarrow's csv reader: a broken row, invalid UTF-8, a missing column
+        raise NeedsRowReader(str(error)) from None

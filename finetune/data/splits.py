@@ -1,0 +1,316 @@
+"""Train, validation and test files into Arrow datasets: the label list, the held-out validation split, row limits.
+
+Each file is written, batch by batch, to an Arrow file in a temporary folder of the cache (see readers.py), which
+the tokenized splits replace; nothing holds every row as Python objects. Labels stay as read, strings or integers,
+and become label ids while the splits are tokenized (``RawData.label_ids``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict
+
+from finetune.config import DataArguments
+from finetune.data.readers import (
+    BAD_ROWS_FILE,
+    INTEGER,
+    BadRows,
+    Columns,
+    NeedsRowReader,
+    fast_batches,
+    file_format,
+    row_reader_batches,
+)
+from finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+LABELS = "labels"  # column of label ids, the name the models' forward takes
+SCAN_ROWS = 100_000  # rows per batch when a column is scanned
+RAW_PREFIX = "tmp_raw_"  # the cache's folder of files being prepared; `finetune cache` knows "tmp*" as leftovers
+
+
+def release_mapped_pages(folder: str | Path) -> None:
+    """Drops the pages of memory-mapped files under ``folder`` from this process's resident memory.
+
+    Arrow files are read through memory maps, and every page read stays counted in the resident set until the
+    kernel needs the memory: one pass over a 2 GB file adds 2 GB to the peak RSS. The pages stay in the page cache,
+    so reading them again costs nothing more than a page fault. Linux only; elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    folder = str(Path(folder).resolve())
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5].strip().startswith(folder):
+                start, end = (int(address, 16) for address in parts[0].split("-"))
+                madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
+
+
+def arrow_batches(dataset: Dataset, columns: list[str], batch_rows: int = SCAN_ROWS) -> Iterator[pa.Table]:
+    """The dataset's rows as Arrow tables of a few columns, releasing the pages of the files read as it goes."""
+    folders = {str(Path(item["filename"]).parent) for item in dataset.cache_files}
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=batch_rows):
+        yield batch
+        for folder in folders:
+            release_mapped_pages(folder)
+
+
+def iter_texts(dataset: Dataset, columns: list[str]) -> Iterator[list[str]]:
+    """Batches of the texts of the given columns (one column after the other within each batch)."""
+    for batch in arrow_batches(dataset, columns, batch_rows=10_000):
+        yield [text for column in columns for text in batch.column(column).to_pylist()]
+
+
+@dataclass
+class RawData:
+    """The splits as read, with the label list found in the training data.
+
+    ``splits`` hold the text column(s) and the label column as the files have them; ``label_forms`` says how each
+    split's labels read as label values: ``int``, ``integer-text`` (csv or txt integers) or ``text``.
+    """
+
+    splits: DatasetDict
+    label_list: list
+    bad_rows: list[dict] = field(default_factory=list)  # rows left out with bad_rows: skip
+    label_column: str = "label"
+    label_forms: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None  # the temporary folder of the raw Arrow files
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {index: str(label) for index, label in enumerate(self.label_list)}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {str(label): index for index, label in enumerate(self.label_list)}
+
+    def label_ids(self, split: str, labels: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """The label ids of a split's label values, as 64-bit integers (-1 for a label not in the list)."""
+        values = normalized_labels(labels, self.label_forms[split])
+        ids = pc.index_in(values, value_set=pa.array(self.label_list, values.type))
+        return pc.fill_null(ids, -1).cast(pa.int64())
+
+    def close(self) -> None:
+        """Removes the raw Arrow files (the tokenized splits do not need them)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def normalized_labels(labels: pa.Array | pa.ChunkedArray, form: str) -> pa.Array | pa.ChunkedArray:
+    """Labels as label values: integers, or strings without surrounding white space."""
+    if form == "int":
+        return labels
+    trimmed = pc.utf8_trim_whitespace(labels)
+    return trimmed.cast(pa.int64()) if form == "integer-text" else trimmed
+
+
+def write_arrow(batches: Iterator[pa.Table], target: Path, columns: Columns) -> tuple[int, str]:
+    """Writes the batches to an Arrow file; returns its rows and the label form (see RawData)."""
+    from datasets.arrow_writer import ArrowWriter
+
+    rows, schema, integer_text = 0, None, True
+    with ArrowWriter(path=str(target)) as writer:
+        for table in batches:
+            if schema is None:
+                schema = table.schema
+            elif table.schema != schema:
+                raise NeedsRowReader("labels of another type further on")
+            if columns.label and pa.types.is_string(table.schema.field(columns.label).type) and integer_text:
+                integer_text = pc.all(pc.match_substring_regex(table.column(columns.label), INTEGER)).as_py()
+            writer.write_table(table)
+            rows += table.num_rows
+        if rows == 0:
+            raise NeedsRowReader("no rows")
+        writer.finalize()
+    if not columns.label or pa.types.is_integer(schema.field(columns.label).type):
+        return rows, "int"
+    return rows, "integer-text" if integer_text else "text"
+
+
+def read_file(path: str | Path, columns: Columns, bad_rows: BadRows, folder: Path) -> tuple[Dataset, str]:
+    """One data file as a memory-mapped Dataset of the wanted columns, and its label form.
+
+    Clean files go through the fast readers; a file with a row they cannot judge is read again row by row, which
+    names each bad row (or leaves it out, with bad_rows: skip). A file without any usable row is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Data file {path} does not exist.")
+    kind = file_format(path)
+    target = Path(tempfile.mkstemp(dir=folder, prefix=f"{path.stem[:40]}-", suffix=".arrow")[1])
+    try:
+        rows, form = write_arrow(fast_batches(path, kind, columns), target, columns)
+    except NeedsRowReader as reason:
+        logger.info("%s: reading row by row (%s)", path, reason)
+        skipped_before = len(bad_rows.rows)
+        try:
+            rows, form = write_arrow(row_reader_batches(path, kind, columns, bad_rows), target, columns)
+            bad_rows.rows[skipped_before:] = sorted(bad_rows.rows[skipped_before:], key=lambda row: row["line"])
+        except NeedsRowReader:
+            if len(bad_rows.rows) > skipped_before:
+                raise UserError(
+                    f"Data file {path} holds no usable examples: every row is bad (see {BAD_ROWS_FILE})."
+                ) from None
+            raise UserError(f"Data file {path} holds no examples.") from None
+    return Dataset.from_file(str(target)), form
+
+
+def read_examples(
+    path: str | Path, data_args: DataArguments, with_labels: bool = True, bad_rows: BadRows | None = None
+) -> dict[str, list]:
+    """A small file's checked columns as Python lists, labels as label values (for tests and quick looks)."""
+    columns = data_columns(data_args, with_labels)
+    with tempfile.TemporaryDirectory() as folder:
+        dataset, form = read_file(path, columns, bad_rows or BadRows(), Path(folder))
+        table = dataset.data.table
+        values = {column: table.column(column).to_pylist() for column in columns.texts}
+        if columns.label:
+            values[columns.label] = normalized_labels(table.column(columns.label), form).to_pylist()
+        del dataset, table
+    return values
+
+
+def data_columns(data_args: DataArguments, with_labels: bool = True) -> Columns:
+    texts = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
+    return Columns(texts, data_args.label_column if with_labels else None)
+
+
+def label_values(raw: RawData, split: str) -> set:
+    """The distinct label values of a split."""
+    values: set = set()
+    for batch in arrow_batches(raw.splits[split], [raw.label_column]):
+        labels = normalized_labels(batch.column(raw.label_column), raw.label_forms[split])
+        values.update(pc.unique(labels).to_pylist())
+    return values
+
+
+def label_id_array(raw: RawData, split: str) -> np.ndarray:
+    """The label id of every row of a split."""
+    parts = [
+        raw.label_ids(split, batch.column(raw.label_column)).to_numpy()
+        for batch in arrow_batches(raw.splits[split], [raw.label_column])
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path | None = None) -> RawData:
+    """Reads train / validation / test into Arrow datasets and finds the label list.
+
+    The label list is the sorted set of training labels; a validation or test label outside it is an error.
+    Without a validation file, ``validation_split_percentage`` of train is held out (seeded, stratified).
+    """
+    from finetune import cache
+
+    bad_rows = BadRows(data_args.bad_rows, hint=" (bad_rows: skip leaves such rows out)")
+    root = cache.cache_directory(cache_dir if cache_dir is not None else data_args.cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=RAW_PREFIX, dir=root))
+    raw = RawData(DatasetDict(), [], bad_rows.rows, label_column=data_args.label_column, folder=folder)
+    weakref.finalize(raw, shutil.rmtree, folder, ignore_errors=True)
+    columns = data_columns(data_args)
+    if data_args.dataset_name:
+        read_hub_splits(raw, data_args, columns)
+    else:
+        files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+        for split, path in files.items():
+            if path:
+                raw.splits[split], raw.label_forms[split] = read_file(path, columns, bad_rows, folder)
+
+    label_list = sorted(label_values(raw, "train"))  # sorted for determinism
+    if len(label_list) < 2:
+        raise UserError(f"Training data has {len(label_list)} distinct label(s); a classifier needs at least 2.")
+    raw.label_list = label_list
+    for split in raw.splits:
+        if split != "train":
+            check_labels_seen(raw, split)
+
+    if "validation" not in raw.splits:
+        raw.label_forms["validation"] = raw.label_forms["train"]
+        raw.splits["train"], raw.splits["validation"] = hold_out(
+            raw.splits["train"], label_id_array(raw, "train"), data_args.validation_split_percentage, seed
+        )
+    for split, limit in (
+        ("train", data_args.max_train_samples),
+        ("validation", data_args.max_eval_samples),
+        ("test", data_args.max_predict_samples),
+    ):
+        if split in raw.splits and limit is not None and limit < len(raw.splits[split]):
+            raw.splits[split] = raw.splits[split].select(range(limit))
+    return raw
+
+
+def check_labels_seen(raw: RawData, split: str) -> None:
+    """A label in validation or test data that training never has is an error that lists them."""
+    seen = set(raw.label_list)
+    values = label_values(raw, split)
+    unseen = sorted(values - seen, key=str)
+    if unseen:
+        mismatch = (
+            " (training labels are of another type)" if {type(x) for x in unseen} - {type(x) for x in seen} else ""
+        )
+        raise UserError(
+            f"{split} data has label(s) that training data never has: {', '.join(map(repr, unseen))}{mismatch}. "
+            f"Training labels: {', '.join(map(repr, raw.label_list))}."
+        )
+
+
+def hold_out(train: Dataset, label_ids: np.ndarray, percentage: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Splits a validation set off the training data, stratified by label when every class allows it: each class
+    gives ``percentage`` of its rows (rounded, at least one). Both parts keep the file's order."""
+    generator = np.random.default_rng(seed)
+    counts = np.bincount(label_ids)
+    if (counts[counts > 0] < 2).any():
+        logger.warning("Some label has too few examples to stratify the validation split; splitting at random.")
+        size = math.ceil(len(label_ids) * percentage / 100)
+        chosen = generator.permutation(len(label_ids))[:size]
+    else:
+        by_label = np.argsort(label_ids, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        chosen = np.concatenate(
+            [
+                generator.permutation(by_label[starts[label] : starts[label + 1]])[
+                    : max(1, round(counts[label] * percentage / 100))
+                ]
+                for label in np.flatnonzero(counts)
+            ]
+        )
+    in_validation = np.zeros(len(label_ids), dtype=bool)
+    in_validation[chosen] = True
+    return train.select(np.flatnonzero(~in_validation)), train.select(np.flatnonzero(in_validation))
+
+
+def read_hub_splits(raw: RawData, data_args: DataArguments, columns: Columns) -> None:
+    """The splits of a dataset from ``datasets.load_dataset`` (needs the network unless cached)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+    except Exception as error:  # the hub raises many kinds; all mean the same to the user
+        raise UserError(f"Could not load dataset {data_args.dataset_name!r}: {error}") from None
+    for split in ("train", "validation", "test"):
+        if split in loaded:
+            dataset = loaded[split]
+            missing = [column for column in columns.wanted if column not in dataset.column_names]
+            if missing:
+                raise UserError(f"Dataset {data_args.dataset_name!r} has no column {', '.join(missing)}.")
+            raw.splits[split] = dataset.select_columns(columns.wanted)
+            label_type = dataset.data.schema.field(columns.label).type
+            raw.label_forms[split] = "int" if pa.types.is_integer(label_type) else "text"
+    if "train" not in raw.splits:
+        raise UserError(f"Dataset {data_args.dataset_name!r} has no train split.")

@@ -1,0 +1,162 @@
+"""Tokenizing the splits into the datasets cache with ``Dataset.map``, under fingerprints from keys.py.
+
+The map function gets Arrow batches and returns Arrow columns: token ids as 32-bit lists, masks as 8-bit lists,
+label ids computed from the label column with ``pyarrow.compute``. Each split's entry gets a manifest (see
+finetune/cache), and a miss says what changed since the last entry for the same file and split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import tokenizers
+from datasets import ClassLabel, DatasetDict, Features, Sequence, Value
+from transformers import PreTrainedTokenizerBase
+from transformers.tokenization_utils_base import TruncationStrategy
+from transformers.utils import PaddingStrategy
+
+from finetune import cache
+from finetune.config import DataArguments
+from finetune.data import keys
+from finetune.data.splits import LABELS, RawData, release_mapped_pages
+
+logger = logging.getLogger(__name__)
+
+# Model input name -> attribute of a tokenizers.Encoding, and the Arrow type it is stored as.
+ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+STORED_TYPES = {"input_ids": "int32", "attention_mask": "int8", "token_type_ids": "int8"}
+MAP_BATCH_ROWS = 1000
+RELEASE_EVERY = 50  # batches between releases of the input's memory-mapped pages
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
+) -> dict[str, list[list[int]]]:
+    """The model inputs (input_ids, attention_mask, ...) of each text, truncated to max_length, not padded.
+
+    The same as calling the tokenizer with ``truncation=True``; for a fast tokenizer it calls the Rust backend's
+    ``encode_batch_fast`` directly, which skips character offsets and the per-text conversion into Python dicts.
+    """
+    names = tokenizer.model_input_names
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        return {name: encoded[name] for name in names if name in encoded}
+    tokenizer.set_truncation_and_padding(
+        padding_strategy=PaddingStrategy.DO_NOT_PAD,
+        truncation_strategy=TruncationStrategy.LONGEST_FIRST,
+        max_length=max_length,
+        stride=0,
+        pad_to_multiple_of=None,
+        padding_side=None,
+    )
+    if backend.encode_special_tokens != tokenizer.split_special_tokens:
+        backend.encode_special_tokens = tokenizer.split_special_tokens
+    encodings = backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
+    return {name: [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings] for name in names}
+
+
+def list_array(rows: list[list[int]], dtype: str) -> pa.ListArray:
+    """Rows of integers as an Arrow list column, built from one flat numpy array."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def split_features(tokenizer: PreTrainedTokenizerBase, label_list: list) -> Features:
+    columns = {name: Sequence(Value(STORED_TYPES[name])) for name in tokenizer.model_input_names}
+    return Features({**columns, LABELS: ClassLabel(names=[str(label) for label in label_list])})
+
+
+def tokenize_splits(
+    raw: RawData,
+    tokenizer: PreTrainedTokenizerBase,
+    data_args: DataArguments,
+    cache_dir: str | Path,
+    seed: int = 0,
+    files: dict[str, dict] | None = None,
+) -> DatasetDict:
+    """Tokenizes every split into ``cache_dir``, reusing a split whose fingerprint is already there.
+
+    Logs for each split whether the cache hit, or why it missed (what changed since the last entry for the same
+    file and split), and how many times the tokenizer was called. A manifest is written beside each new entry
+    and its last-used time updated on a hit (see finetune/cache).
+
+    Args:
+        files: Each data file's path and content hash (``keys.hash_files``); hashed here when not given.
+    """
+    tokenizer.truncation_side = data_args.truncation_side
+    text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
+    features = split_features(tokenizer, raw.label_list)
+    tokenizer_calls = 0  # counted in this process; worker processes (preprocessing_num_workers) count apart
+    if files is None and not data_args.dataset_name:
+        files = keys.hash_files(data_args)
+
+    def tokenize(batch: pa.Table, split: str) -> pa.Table:
+        nonlocal tokenizer_calls
+        tokenizer_calls += 1
+        texts = batch.column(text_columns[0]).to_pylist()
+        pairs = batch.column(text_columns[1]).to_pylist() if len(text_columns) > 1 else None
+        if data_args.padding == "max_length":
+            encoded = tokenizer(texts, pairs, truncation=True, max_length=data_args.max_length, padding="max_length")
+        else:
+            encoded = encode(tokenizer, texts, pairs, data_args.max_length)
+        columns = {name: list_array(encoded[name], STORED_TYPES[name]) for name in tokenizer.model_input_names}
+        columns[LABELS] = raw.label_ids(split, batch.column(raw.label_column))
+        if tokenizer_calls % RELEASE_EVERY == 0 and raw.folder is not None:
+            release_mapped_pages(raw.folder)
+        return pa.table(columns)
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    identity = keys.tokenizer_identity(tokenizer)
+    tokenized = {}
+    for split, dataset in raw.splits.items():
+        inputs = keys.split_inputs(
+            split, data_args, seed, files, raw.label_list, identity, getattr(dataset, "_fingerprint", None)
+        )
+        fingerprint = keys.content_hash(inputs)
+        key = f"{split}-{fingerprint}"
+        source = keys.split_source(split, data_args, files)
+        readable = keys.describe_inputs(inputs, source, tokenizer)
+        hit = bool(cache.arrow_files(cache_dir, key)) and not data_args.overwrite_cache
+        if hit:
+            logger.info("%s: cache hit %s", split, key)
+        elif data_args.overwrite_cache:
+            logger.info("%s: cache rebuild %s (overwrite_cache)", split, key)
+        else:
+            logger.info("%s: cache miss %s: %s", split, key, cache.explain_miss(cache_dir, key, split, readable))
+        calls_before = tokenizer_calls
+        tokenized[split] = (
+            dataset.with_format("arrow")
+            .map(
+                tokenize,
+                batched=True,
+                batch_size=MAP_BATCH_ROWS,
+                fn_kwargs={"split": split},
+                remove_columns=dataset.column_names,
+                features=features,
+                num_proc=data_args.preprocessing_num_workers,
+                writer_batch_size=MAP_BATCH_ROWS,
+                cache_file_name=str(cache_dir / f"{cache.ENTRY_PREFIX}{key}.arrow"),
+                new_fingerprint=fingerprint,
+                load_from_cache_file=not data_args.overwrite_cache,
+                desc=f"Tokenizing {split}",
+            )
+            .with_format(None)
+        )
+        if not (hit and cache.record_use(cache_dir, key, readable["data_file"])):  # new, or without a manifest
+            cache.write_manifest(cache_dir, key, split, readable, tokenizer, tokenized[split])
+        logger.info(
+            "%s: %d rows; tokenizer calls in this process: %d",
+            split,
+            len(tokenized[split]),
+            tokenizer_calls - calls_before,
+        )
+    return DatasetDict(tokenized)
