@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
+import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
 
@@ -15,18 +16,31 @@ def token_lengths(dataset: Dataset, column: str = "input_ids") -> np.ndarray:
     return lengths[indices.column(0).to_numpy()] if indices is not None else lengths
 
 
+def length_grouped_indices(lengths: np.ndarray, batch_size: int, generator: torch.Generator) -> np.ndarray:
+    """transformers' ``get_length_grouped_indices`` in numpy, the same order from the same generator: shuffled,
+    cut into mega-batches of up to 50 batches, each sorted by length (longest first, ties in shuffled order), and
+    the longest example moved to the very first place. No Python object per example."""
+    count = len(lengths)
+    mega_batch_size = batch_size * (min(count // (batch_size * 4), 50) or 1)
+    indices = torch.randperm(count, generator=generator).numpy()
+    # np.lexsort is stable, as Python's sorted(..., reverse=True) is for equal keys.
+    indices = indices[np.lexsort((-lengths[indices], np.arange(count) // mega_batch_size))]
+    starts = np.arange(0, count, mega_batch_size)
+    longest = starts[int(np.argmax(lengths[indices[starts]]))]  # the first of equal maxima, as torch.argmax
+    indices[[0, longest]] = indices[[longest, 0]]
+    return indices
+
+
 class ShuffledLengthGroupedSampler(Sampler):
     """Batches of similar lengths, served in random order: each example once per epoch, little padding.
 
-    As transformers' LengthGroupedSampler: the examples are shuffled, cut into mega-batches of up to 50 batches,
-    and each mega-batch is sorted by length and cut into batches. That sampler then serves each mega-batch from
-    its longest batch to its shortest; where length goes with the label (long reviews are more often positive in
-    the demo corpus), the sweep feeds the optimizer a drifting label mix and training goes unstable. Here the
-    whole batches are served in random order instead, the one holding the longest example first (an
-    out-of-memory error comes at once), and the partial batch last, so that every batch the DataLoader cuts
-    from the order is one of the groups. The order depends only on the seed and the epoch (as in accelerate's
-    SeedableRandomSampler), not on torch's global generator: every process draws the same order, and a run
-    resumed mid-epoch draws the epoch's order again and skips the batches it has done.
+    transformers' LengthGroupedSampler sorts mega-batches of 50 batches by length and serves each one
+    from its longest batch to its shortest. Where length goes with the label (long reviews are more
+    often positive in the demo corpus), that sweep feeds the optimizer a drifting label mix and
+    training goes unstable; shuffling the order of the batches removes the drift and keeps the speed.
+    The order depends only on the seed and the epoch (as in accelerate's SeedableRandomSampler), not on
+    torch's global generator: every process draws the same order, and a run resumed mid-epoch draws the
+    epoch's order again and skips the batches it has done, so it trains on exactly the same batches.
     """
 
     def __init__(self, batch_size: int, lengths, seed: int = 0):
@@ -44,21 +58,11 @@ class ShuffledLengthGroupedSampler(Sampler):
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The groups of an epoch, in the order they are served."""
-        count, size = len(self.lengths), self.batch_size
-        generator = np.random.default_rng([self.seed, epoch])
-        mega_batch_size = size * max(1, min(count // (size * 4), 50))
-        order = generator.permutation(count)
-        # Within each mega-batch, longest first.
-        order = order[np.lexsort((-self.lengths[order], np.arange(count) // mega_batch_size))]
-        full = count // size
-        whole = order[: full * size].reshape(full, size)[generator.permutation(full)]
-        if full:
-            longest = int(self.lengths[whole].max(axis=1).argmax())
-            whole[[0, longest]] = whole[[longest, 0]]
-        groups = list(whole)
-        if count % size:
-            groups.append(order[full * size :])
-        return groups
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        indices = length_grouped_indices(self.lengths, self.batch_size, generator)
+        groups = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+        order = torch.randperm(len(groups), generator=generator).tolist()
+        return [groups[position] for position in order]
 
     def __iter__(self):
         groups = self.batches(self.epoch)
