@@ -86,6 +86,7 @@ class Classifier:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    pad_to_multiple_of: int | None = None  # as in training: few distinct tensor shapes keep the heap from fragmenting
 
     @classmethod
     def load(cls, model: str | Path, device: str | None = None, max_length: int | None = None) -> Classifier:
@@ -122,6 +123,7 @@ class Classifier:
             text_column=data.get("text_column", "text"),
             text_pair_column=data.get("text_pair_column"),
             label_column=data.get("label_column", "label"),
+            pad_to_multiple_of=data.get("pad_to_multiple_of"),
         )
 
     @property
@@ -187,6 +189,8 @@ class Classifier:
         the prediction time of a model as cheap as TextCNN."""
         lengths = np.array([len(row) for row in columns["input_ids"]])
         length = int(lengths.max())
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
         positions = np.arange(length)
         if self.tokenizer.padding_side == "left":
             filled = positions >= (length - lengths)[:, None]

@@ -7,8 +7,9 @@ splits on whitespace and punctuation. ``[PAD]`` is id 0 and ``[UNK]`` id 1. The 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -17,6 +18,21 @@ from transformers import PreTrainedTokenizerFast
 BUILD_VERSION = 2
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
+# Rust's char::is_whitespace (Unicode White_Space), where WhitespaceSplit cuts: these are never tokens.
+WHITESPACE = [
+    *range(0x9, 0xE),
+    0x20,
+    0x85,
+    0xA0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+]
+CODE_POINTS = 0x110000
 
 
 def characters_as_bpe(trained: Tokenizer) -> Tokenizer:
@@ -30,8 +46,45 @@ def characters_as_bpe(trained: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
+def text_batches(texts: Iterable[str] | Iterable[list[str]], size: int = 10_000) -> Iterator[list[str]]:
+    """Lists of texts, from an iterable of texts or of lists of texts."""
+    batch: list[str] = []
+    for item in texts:
+        if isinstance(item, str):
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        else:
+            yield list(item)
+    if batch:
+        yield batch
+
+
+def character_vocabulary(
+    batches: Iterable[list[str]], normalizer, min_frequency: int, max_vocab_size: int
+) -> dict[str, int]:
+    """The character vocabulary that tokenizers' WordLevelTrainer learns after WhitespaceSplit and a split into
+    characters (most frequent first, ties in code point order, special tokens first), counted with numpy: one
+    normalizer call and one bincount per batch instead of a regex match per character."""
+    counts = np.zeros(CODE_POINTS, dtype=np.int64)
+    for batch in batches:
+        # "\n" between texts: a separator that composes with nothing under NFKC and is white space.
+        text = normalizer.normalize_str("\n".join(batch)) if normalizer else "\n".join(batch)
+        counts += np.bincount(
+            np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32), minlength=CODE_POINTS
+        )
+    counts[WHITESPACE] = 0
+    characters = np.flatnonzero(counts >= max(min_frequency, 1))
+    ranked = characters[np.lexsort((characters, -counts[characters]))]
+    vocabulary = {PAD_TOKEN: 0, UNK_TOKEN: 1}
+    for code in ranked[: max(max_vocab_size - len(vocabulary), 0)]:
+        vocabulary[chr(code)] = len(vocabulary)
+    return vocabulary
+
+
 def build_vocab_tokenizer(
-    texts: Iterable[str],
+    texts: Iterable[str] | Iterable[list[str]],
     level: str = "char",
     min_frequency: int = 1,
     max_vocab_size: int = 30000,
@@ -41,7 +94,7 @@ def build_vocab_tokenizer(
     """Learns a character or word vocabulary from ``texts``, most frequent tokens first.
 
     Args:
-        texts: The training texts.
+        texts: The training texts, one by one or in lists (batches of a dataset).
         level: "char" or "word".
         min_frequency: Tokens seen fewer times become ``[UNK]``.
         max_vocab_size: Size limit, special tokens included.
@@ -62,12 +115,15 @@ def build_vocab_tokenizer(
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     else:
         raise ValueError(f"level must be 'char' or 'word', got {level!r}")
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=max_vocab_size, min_frequency=min_frequency, special_tokens=[PAD_TOKEN, UNK_TOKEN]
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
     if level == "char":
+        vocabulary = character_vocabulary(text_batches(texts), tokenizer.normalizer, min_frequency, max_vocab_size)
+        tokenizer.model = models.WordLevel(vocab=vocabulary, unk_token=UNK_TOKEN)
         tokenizer = characters_as_bpe(tokenizer)
+    else:
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=max_vocab_size, min_frequency=min_frequency, special_tokens=[PAD_TOKEN, UNK_TOKEN]
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token=PAD_TOKEN,

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import FIXTURES, read_jsonl
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModelForSequenceClassification
 
 from finetune.config import DataArguments
@@ -442,3 +442,27 @@ def test_a_large_file_is_read_in_bounded_batches(tmp_path, monkeypatch):
     assert len(batches) > 10 and max(batch.num_rows for batch in batches) < 300
     assert sum(batch.num_rows for batch in batches) == 3000
     assert batches[-1].column("label").to_pylist()[-1] == 1
+
+
+@pytest.mark.parametrize(
+    ("min_frequency", "max_vocab_size", "lowercase"), [(1, 30000, True), (2, 60, True), (1, 40, False)]
+)
+def test_char_vocabulary_is_what_the_word_level_trainer_learns(min_frequency, max_vocab_size, lowercase):
+    # The characters are counted with numpy; tokenizers' WordLevelTrainer after a regex split into characters
+    # (how the vocabulary was first built) is the oracle, ties, white space and normalisation included.
+    texts = [row["text"] for row in read_jsonl(FIXTURES / "reviews_train.jsonl")]
+    texts += ["ＡＢＣ  abc\t123", "龘龘 好😀坏", "", "   ", "a\u3000b\u2028c\x85d", "İstanbul ΣΑΣ"]
+    oracle = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    oracle.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+    oracle.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=max_vocab_size, min_frequency=min_frequency, special_tokens=["[PAD]", "[UNK]"]
+    )
+    oracle.train_from_iterator(texts, trainer=trainer)
+    for given in (texts, [texts[:7], texts[7:]]):  # texts one by one, or in batches
+        tokenizer = build_vocab_tokenizer(
+            given, min_frequency=min_frequency, max_vocab_size=max_vocab_size, lowercase=lowercase
+        )
+        assert tokenizer.get_vocab() == oracle.get_vocab()

@@ -34,14 +34,19 @@ RELEASE_EVERY = 50  # batches between releases of the input's memory-mapped page
 
 
 def encode(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    names: list[str] | None = None,
 ) -> dict[str, list[list[int]]]:
     """The model inputs (input_ids, attention_mask, ...) of each text, truncated to max_length, not padded.
 
     The same as calling the tokenizer with ``truncation=True``; for a fast tokenizer it calls the Rust backend's
     ``encode_batch_fast`` directly, which skips character offsets and the per-text conversion into Python dicts.
+    ``names`` picks the inputs returned (default: all the model takes).
     """
-    names = tokenizer.model_input_names
+    names = names or tokenizer.model_input_names
     backend = getattr(tokenizer, "_tokenizer", None)
     if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
@@ -62,11 +67,24 @@ def encode(
 
 def list_array(rows: list[list[int]], dtype: str) -> pa.ListArray:
     """Rows of integers as an Arrow list column, built from one flat numpy array."""
-    lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum(np.fromiter(map(len, rows), dtype=np.int32, count=len(rows)), out=offsets[1:])
     values = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def unpadded_columns(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
+) -> dict[str, pa.ListArray]:
+    """The model inputs of each text as Arrow list columns, not padded: the attention mask is all ones, so it is
+    made from the token ids' offsets instead of being read out of every encoding."""
+    names = tokenizer.model_input_names
+    encoded = encode(tokenizer, texts, pairs, max_length, [name for name in names if name != "attention_mask"])
+    columns = {name: list_array(rows, STORED_TYPES[name]) for name, rows in encoded.items()}
+    if "attention_mask" in names:
+        ids = columns["input_ids"]
+        columns["attention_mask"] = pa.ListArray.from_arrays(ids.offsets, pa.array(np.ones(len(ids.values), np.int8)))
+    return {name: columns[name] for name in names}
 
 
 def split_features(tokenizer: PreTrainedTokenizerBase, label_list: list) -> Features:
@@ -105,9 +123,9 @@ def tokenize_splits(
         pairs = batch.column(text_columns[1]).to_pylist() if len(text_columns) > 1 else None
         if data_args.padding == "max_length":
             encoded = tokenizer(texts, pairs, truncation=True, max_length=data_args.max_length, padding="max_length")
+            columns = {name: list_array(encoded[name], STORED_TYPES[name]) for name in tokenizer.model_input_names}
         else:
-            encoded = encode(tokenizer, texts, pairs, data_args.max_length)
-        columns = {name: list_array(encoded[name], STORED_TYPES[name]) for name in tokenizer.model_input_names}
+            columns = unpadded_columns(tokenizer, texts, pairs, data_args.max_length)
         columns[LABELS] = raw.label_ids(split, batch.column(raw.label_column))
         if tokenizer_calls % RELEASE_EVERY == 0 and raw.folder is not None:
             release_mapped_pages(raw.folder)
