@@ -412,6 +412,22 @@ def test_length_grouping_in_numpy_is_transformers_order_from_the_same_generator(
         assert ours.tolist() == expected
 
 
+def test_every_dataloader_batch_is_one_length_group_and_the_partial_batch_comes_last():
+    # 1000 = 15 x 64 + 40: a partial batch served in the middle would shift every later DataLoader batch by 40
+    # rows, so that each mixed two length groups.
+    lengths = torch.randint(1, 300, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = ShuffledLengthGroupedSampler(64, lengths=lengths, seed=3)
+    for epoch in range(2):
+        groups = [sorted(group.tolist()) for group in sampler.batches(epoch)]
+        loader = torch.utils.data.DataLoader(range(1000), batch_size=64, sampler=sampler)
+        served = [sorted(batch.tolist()) for batch in loader]
+        assert served == groups and len(served[-1]) == 40
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in served)
+    random_order = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
+    padded_random = sum(64 * max(lengths[i] for i in random_order[j : j + 64]) for j in range(0, 1000, 64))
+    assert padded < 0.75 * padded_random
+
+
 def test_fast_readers_give_what_the_row_reader_gives(reviews, tmp_path):
     # The row reader (Python, line by line) is the oracle: on clean files the fast readers must read the same rows.
     from finetune.data.readers import Columns, fast_batches, row_reader_batches

@@ -38,6 +38,9 @@ class ShuffledLengthGroupedSampler(Sampler):
     from its longest batch to its shortest. Where length goes with the label (long reviews are more
     often positive in the demo corpus), that sweep feeds the optimizer a drifting label mix and
     training goes unstable; shuffling the order of the batches removes the drift and keeps the speed.
+    Only the whole batches are shuffled: the partial one (the dataset's size is rarely a multiple of the
+    batch size) stays last. Served in the middle, it would shift every later DataLoader batch by its size,
+    so that each of them straddled two length groups and was padded to the longer one.
     The order depends only on the seed and the epoch (as in accelerate's SeedableRandomSampler), not on
     torch's global generator: every process draws the same order, and a run resumed mid-epoch draws the
     epoch's order again and skips the batches it has done, so it trains on exactly the same batches.
@@ -61,8 +64,9 @@ class ShuffledLengthGroupedSampler(Sampler):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         indices = length_grouped_indices(self.lengths, self.batch_size, generator)
         groups = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
-        order = torch.randperm(len(groups), generator=generator).tolist()
-        return [groups[position] for position in order]
+        whole = len(indices) // self.batch_size
+        order = torch.randperm(whole, generator=generator).tolist()
+        return [groups[position] for position in order] + groups[whole:]
 
     def __iter__(self):
         groups = self.batches(self.epoch)
