@@ -39,7 +39,6 @@ import hashlib
 import json
 import operator
 import os
-import platform
 import re
 import shutil
 import signal
@@ -52,7 +51,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-# Not bench/common.py: it imports the package's internals, and this benchmark only runs the package's commands.
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "data" / "chinese_sentiment" / "train.jsonl"
 CONFIG = "configs/textcnn.yaml"
@@ -499,17 +497,13 @@ def speed_checks(runs: dict, predict_10k: dict | None) -> dict:
 
 
 def machine() -> dict:
-    """Where the numbers were measured: the fields of bench/common.py's machine(), plus memory."""
-    import torch
+    """Where the numbers were measured: bench/common.py's machine(), plus memory."""
+    import common
 
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     kilobytes = {line.split(":")[0]: int(line.split()[1]) for line in meminfo if line.split()[1].isdigit()}
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **common.machine(),
         "memory_total_mb": round(kilobytes.get("MemTotal", 0) / 1024),
         "memory_available_mb": round(kilobytes.get("MemAvailable", 0) / 1024),
     }
