@@ -482,3 +482,34 @@ def test_char_vocabulary_is_what_the_word_level_trainer_learns(min_frequency, ma
             given, min_frequency=min_frequency, max_vocab_size=max_vocab_size, lowercase=lowercase
         )
         assert tokenizer.get_vocab() == oracle.get_vocab()
+
+
+def test_only_the_block_with_a_bad_row_is_read_row_by_row(tmp_path, monkeypatch):
+    import finetune.data.readers as readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 4096)
+    rows = [json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) for i in range(3000)]
+    rows[2000] = '{"text": "broken"'
+    rows[2500] = '{"text": "  ", "label": "a"}'
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    parsed_by_python = []
+    records_from_lines = readers.records_from_lines
+
+    def counting(lines, *args, **kwargs):
+        for item in records_from_lines(lines, *args, **kwargs):
+            parsed_by_python.append(item[0])
+            yield item
+
+    monkeypatch.setattr(readers, "records_from_lines", counting)
+    args = DataArguments(train_file=str(path), bad_rows="skip")
+    bad_rows = BadRows("skip")
+    columns = read_examples(path, args, bad_rows=bad_rows)
+    assert [(row["line"], row["reason"].split(" (")[0]) for row in bad_rows.rows] == [
+        (2001, "not valid JSON"),
+        (2501, "empty 'text'."),
+    ]
+    assert len(columns["text"]) == 2998 and columns["text"][-1] == "text 2999"
+    assert 0 < len(parsed_by_python) < 600  # two blocks of about 150 lines, not the 3,000 rows
+    with pytest.raises(UserError, match=f"{path}, line 2001: not valid JSON"):
+        read_examples(path, DataArguments(train_file=str(path)))

@@ -154,20 +154,21 @@ def read_file(path: str | Path, columns: Columns, bad_rows: BadRows, folder: Pat
         raise UserError(f"Data file {path} does not exist.")
     kind = file_format(path)
     target = Path(tempfile.mkstemp(dir=folder, prefix=f"{path.stem[:40]}-", suffix=".arrow")[1])
+    skipped_before = len(bad_rows.rows)
     try:
-        rows, form = write_arrow(fast_batches(path, kind, columns), target, columns)
+        rows, form = write_arrow(fast_batches(path, kind, columns, bad_rows), target, columns)
     except NeedsRowReader as reason:
         logger.info("%s: reading row by row (%s)", path, reason)
-        skipped_before = len(bad_rows.rows)
+        del bad_rows.rows[skipped_before:]  # blocks read row by row before are read again
         try:
             rows, form = write_arrow(row_reader_batches(path, kind, columns, bad_rows), target, columns)
-            bad_rows.rows[skipped_before:] = sorted(bad_rows.rows[skipped_before:], key=lambda row: row["line"])
         except NeedsRowReader:
             if len(bad_rows.rows) > skipped_before:
                 raise UserError(
                     f"Data file {path} holds no usable examples: every row is bad (see {BAD_ROWS_FILE})."
                 ) from None
             raise UserError(f"Data file {path} holds no examples.") from None
+    bad_rows.rows[skipped_before:] = sorted(bad_rows.rows[skipped_before:], key=lambda row: row["line"])
     return Dataset.from_file(str(target)), form
 
 
