@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from finetune import cache
 from finetune.config import DataArguments, ModelArguments
 from finetune.data import keys
-from finetune.data.splits import RawData, load_raw_splits
+from finetune.data.splits import RawData, load_raw_splits, release_mapped_pages
 from finetune.data.tokenize import tokenize_splits
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def load_split(cache_dir: Path, key: str) -> Dataset:
     dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
     if len(dataset) != manifest["rows"]:
         raise LookupError(f"{key} holds {len(dataset)} rows, its manifest says {manifest['rows']}")
+    release_mapped_pages(cache_dir)  # the pages opening the file read
     return dataset
 
 

@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 # Model input name -> attribute of a tokenizers.Encoding, and the Arrow type it is stored as.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 STORED_TYPES = {"input_ids": "int32", "attention_mask": "int8", "token_type_ids": "int8"}
-MAP_BATCH_ROWS = 1000
-RELEASE_EVERY = 50  # batches between releases of the input's memory-mapped pages
+# Rows per map call, and so per record batch of a tokenized file (the map returns Arrow tables, written as they
+# come): few batch headers to read when the file is opened (see splits.RAW_BATCH_ROWS), a few MB per call.
+MAP_BATCH_ROWS = 10_000
+RELEASE_EVERY = 5  # map calls between releases of the input's memory-mapped pages
 
 
 def encode(
@@ -169,6 +171,7 @@ def tokenize_splits(
             )
             .with_format(None)
         )
+        release_mapped_pages(cache_dir)
         if not (hit and cache.record_use(cache_dir, key, readable["data_file"])):  # new, or without a manifest
             cache.write_manifest(cache_dir, key, split, readable, tokenizer, tokenized[split])
         logger.info(
