@@ -20,7 +20,12 @@ setup() {
   # Install torch on its own first: a pinned release (CPU build where the machine provides one) instead
   # of whatever newest build a plain `torch` requirement would pull in. TORCH_VERSION picks another.
   python -c "import torch" 2>/dev/null || pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-  pip install --quiet -e ".[${extras}]"
+  # The tested versions of the libraries (constraints.txt), unless TORCH_VERSION asks for another torch.
+  if [ -n "${TORCH_VERSION:-}" ]; then
+    pip install --quiet -e ".[${extras}]"
+  else
+    pip install --quiet -e ".[${extras}]" -c constraints.txt
+  fi
 }
 
 case "${1:-demo}" in

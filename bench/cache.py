@@ -33,8 +33,8 @@ def measure(cache_root: str) -> dict:
     """One run's data preparation, timed in this process (imports and argument parsing excluded)."""
     import datasets
 
-    from finetune.config import parse_args
     from finetune.data.prepared import prepare_data
+    from finetune.parsing import parse_args
     from finetune.train import build_tokenizer
 
     datasets.disable_progress_bars()

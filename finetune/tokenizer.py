@@ -7,11 +7,14 @@ splits on whitespace and punctuation. ``[PAD]`` is id 0 and ``[UNK]`` id 1. The 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
 
 # Which way of building the tokenizer (part of the prepared-data key: a different build is a different tokenizer).
 # 2: characters through a BPE model without merges instead of a regex split and WordLevel; same ids, faster.
@@ -90,6 +93,7 @@ def build_vocab_tokenizer(
     max_vocab_size: int = 30000,
     lowercase: bool = True,
     max_length: int = 128,
+    extra_tokens: Iterable[str] = (),
 ) -> PreTrainedTokenizerFast:
     """Learns a character or word vocabulary from ``texts``, most frequent tokens first.
 
@@ -101,6 +105,8 @@ def build_vocab_tokenizer(
         lowercase: Lowercase before counting (NFKC normalisation is always applied, which folds
             full-width Latin letters and punctuation into their ASCII forms).
         max_length: Stored as the tokenizer's model_max_length.
+        extra_tokens: Tokens added after those of the texts while the vocabulary is below max_vocab_size (the
+            first tokens of a pretrained vectors file, so that tokens never seen in training get a vector).
     """
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
@@ -117,13 +123,24 @@ def build_vocab_tokenizer(
         raise ValueError(f"level must be 'char' or 'word', got {level!r}")
     if level == "char":
         vocabulary = character_vocabulary(text_batches(texts), tokenizer.normalizer, min_frequency, max_vocab_size)
-        tokenizer.model = models.WordLevel(vocab=vocabulary, unk_token=UNK_TOKEN)
-        tokenizer = characters_as_bpe(tokenizer)
     else:
         trainer = trainers.WordLevelTrainer(
             vocab_size=max_vocab_size, min_frequency=min_frequency, special_tokens=[PAD_TOKEN, UNK_TOKEN]
         )
         tokenizer.train_from_iterator(texts, trainer=trainer)
+        vocabulary = tokenizer.get_vocab()
+    learned = len(vocabulary)
+    for token in extra_tokens:
+        if len(vocabulary) >= max_vocab_size:
+            break
+        vocabulary.setdefault(token, len(vocabulary))
+    if extra_tokens:
+        logger.info(
+            "vocabulary: %d tokens from the texts, %d more from the vectors file", learned, len(vocabulary) - learned
+        )
+    tokenizer.model = models.WordLevel(vocab=vocabulary, unk_token=UNK_TOKEN)
+    if level == "char":
+        tokenizer = characters_as_bpe(tokenizer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token=PAD_TOKEN,

@@ -44,9 +44,10 @@ from finetune.checkpoints import (
     stop_when_disk_full,
     write_json_atomically,
 )
-from finetune.config import DataArguments, ModelArguments, TrainingArguments, parse_args
+from finetune.config import DataArguments, ModelArguments, TrainingArguments
 from finetune.data import (
     BAD_ROWS_FILE,
+    LABELS,
     ClassificationCollator,
     RawData,
     ShuffledLengthGroupedSampler,
@@ -55,7 +56,9 @@ from finetune.data import (
     write_bad_rows,
 )
 from finetune.data.prepared import prepare_data
+from finetune.data.sampler import column_array
 from finetune.data.splits import release_mapped_pages
+from finetune.embeddings import load_pretrained_embeddings, log_unknown_tokens, vectors_vocabulary
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
@@ -63,9 +66,11 @@ from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import (
     check_max_length,
     extend_vocabulary,
-    load_pretrained_classifier,
     load_pretrained_tokenizer,
+    resolve_model_path,
 )
+from finetune.models.heads import load_classifier
+from finetune.parsing import parse_args
 from finetune.report import CURVES_FILE, plot_curves, read_history
 from finetune.throughput import ThroughputCallback
 from finetune.tokenizer import build_vocab_tokenizer
@@ -142,6 +147,9 @@ class Trainer(transformers.Trainer):
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
             lengths=token_lengths(dataset),
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            group_batches=self.args.length_group_batches,
+            bucket=getattr(self.data_collator, "pad_to_multiple_of", None) or 1,
+            labels=column_array(dataset, LABELS) if self.args.length_group_by_label else None,
         )
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -167,7 +175,7 @@ def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: R
     """TextCNN: a vocabulary learned from the training texts. BERT: the pretrained model's fast tokenizer."""
     columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     batches = iter_texts(raw.splits["train"], columns)  # read batch by batch, never all at once
-    if model_args.model_type == "bert":
+    if model_args.model_name_or_path:  # an encoder, or a classifier (a TextCNN's best/) to go on from
         name = model_args.tokenizer_name or model_args.model_name_or_path
         tokenizer = load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
         if model_args.extend_vocabulary:
@@ -181,19 +189,30 @@ def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: R
         max_vocab_size=model_args.max_vocab_size,
         lowercase=model_args.lowercase,
         max_length=data_args.max_length,
+        extra_tokens=vectors_vocabulary(model_args),
     )
 
 
 def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, raw: RawData) -> PreTrainedModel:
-    """A new TextCNN sized for the vocabulary and labels, or the pretrained encoder with a new head."""
-    if model_args.model_type == "bert":
-        model = load_pretrained_classifier(
-            model_args.model_name_or_path,
-            raw.id2label,
-            raw.label2id,
+    """A new TextCNN sized for the vocabulary and labels, or the model at model_name_or_path (an encoder, or a
+    classifier whose head is kept when it was trained on the same labels; see finetune/models/heads.py)."""
+    if model_args.model_name_or_path:
+        model = load_classifier(
+            resolve_model_path(model_args.model_name_or_path),
+            raw.label_list,
+            new_head=model_args.new_head,
             cache_dir=model_args.model_cache_dir,
             trust_remote_code=model_args.trust_remote_code,
         )
+        if model.config.model_type == "textcnn" and model_args.model_type != "textcnn":
+            raise UserError(
+                f"{model_args.model_name_or_path} holds a TextCNN: set model_type: textcnn to go on from it."
+            )
+        if model.config.model_type != "textcnn" and model_args.model_type == "textcnn":
+            raise UserError(
+                f"{model_args.model_name_or_path} holds a {model.config.model_type} model, not a TextCNN: "
+                "set model_type: bert."
+            )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
             model.resize_token_embeddings(len(tokenizer))
         return model
@@ -213,6 +232,39 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         label2id=raw.label2id,
     )
     return TextCNNForSequenceClassification(config)
+
+
+def make_trainer(
+    model, training_args, splits: dict, tokenizer, collator, compute_metrics=None, started=None
+) -> Trainer:
+    """The Trainer of a run on its train and validation splits, with the callbacks every run has."""
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=run_callbacks(training_args, splits.values()),
+        started=started,
+    )
+
+
+def run_callbacks(training_args: TrainingArguments, splits: Collection[datasets.Dataset]) -> list[TrainerCallback]:
+    """Releasing the pages of the memory-mapped splits, and early stopping when it is asked for."""
+    folders = {Path(item["filename"]).parent for dataset in splits for item in dataset.cache_files}
+    callbacks = [ReleaseMappedPages(folders)]
+    if training_args.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)
+        )
+    return callbacks
+
+
+def check_kernel_fits(max_length: int, kernel_sizes: list[int]) -> None:
+    if max_length < max(kernel_sizes):
+        raise UserError(f"max_length {max_length} is shorter than the widest kernel ({max(kernel_sizes)}).")
 
 
 def clear_previous_run(output_dir: Path, keep: Collection[str] = ()) -> None:
@@ -243,24 +295,19 @@ def arguments_as_json(model_args: ModelArguments, data_args: DataArguments, trai
     )
 
 
-def save_best(
-    trainer: Trainer,
-    tokenizer: PreTrainedTokenizerBase,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: TrainingArguments,
-) -> dict:
-    """Writes best/ (the model the Trainer loaded at the end); returns best.json's content, which names its
-    checkpoint. best.json itself is written last, when the run is complete (see ``train``)."""
-    output_dir = Path(training_args.output_dir)
-    best_dir = output_dir / BEST_DIR
+def save_best(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, arguments: str) -> dict:
+    """Writes best/ (the model the Trainer loaded at the end, its tokenizer, the run's ``arguments`` as JSON);
+    returns best.json's content, which names its checkpoint. best.json itself is written last, when the run is
+    complete (see ``train``)."""
+    training_args = trainer.args
+    best_dir = Path(training_args.output_dir) / BEST_DIR
     trainer.model.save_pretrained(best_dir)
     tokenizer.save_pretrained(best_dir)
-    (best_dir / ARGS_FILE).write_text(arguments_as_json(model_args, data_args, training_args), encoding="utf-8")
+    (best_dir / ARGS_FILE).write_text(arguments, encoding="utf-8")
 
     state = trainer.state
     checkpoint = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
-    best = {
+    return {
         "checkpoint": checkpoint,
         "step": state.best_global_step if checkpoint else state.global_step,
         "metric": training_args.metric_for_best_model if checkpoint else None,
@@ -268,7 +315,6 @@ def save_best(
         "greater_is_better": training_args.greater_is_better,
         "best_dir": BEST_DIR,
     }
-    return best
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -291,10 +337,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)  # before reading data: fail early
 
-    if model_args.model_type == "textcnn" and data_args.max_length < max(model_args.kernel_sizes):
-        raise UserError(
-            f"max_length {data_args.max_length} is shorter than the widest kernel ({max(model_args.kernel_sizes)})."
-        )
+    if model_args.model_type == "textcnn" and not model_args.model_name_or_path:
+        check_kernel_fits(data_args.max_length, model_args.kernel_sizes)
     # Read, build the tokenizer and tokenize, or load all three when the cache holds them for these files.
     with training_args.main_process_first(desc="prepare the data"):
         prepared = prepare_data(
@@ -308,6 +352,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     )
 
     model = build_model(model_args, tokenizer, prepared)
+    if model.config.model_type == "textcnn" and model_args.model_name_or_path:
+        check_kernel_fits(data_args.max_length, model.config.kernel_sizes)
+        log_unknown_tokens(tokenized["train"], tokenizer, model_args.model_name_or_path)
+    if model_args.pretrained_embeddings:
+        load_pretrained_embeddings(
+            model, tokenizer, model_args.pretrained_embeddings, tokenized["train"], model_args.freeze_embeddings
+        )
+    elif model_args.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     check_max_length(data_args.max_length, tokenizer, model, pairs=data_args.text_pair_column is not None)
     logger.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
     # Only now, with the data read and the model built, does an earlier run give way: a typo in a file name or a
@@ -320,25 +373,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     collator = ClassificationCollator(
         tokenizer,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
-        min_length=max(model_args.kernel_sizes) if model_args.model_type == "textcnn" else 0,
+        min_length=max(model.config.kernel_sizes) if model.config.model_type == "textcnn" else 0,
     )
-    folders = {Path(item["filename"]).parent for dataset in tokenized.values() for item in dataset.cache_files}
-    callbacks = [ReleaseMappedPages(folders)]
-    if training_args.early_stopping_patience is not None:
-        callbacks.append(
-            EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)
-        )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        data_collator=collator,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        started=started,
-    )
+    trainer = make_trainer(model, training_args, tokenized, tokenizer, collator, compute_metrics, started)
 
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
@@ -346,7 +383,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
         if trainer.is_world_process_zero():
-            best = save_best(trainer, tokenizer, model_args, data_args, training_args)
+            best = save_best(trainer, tokenizer, arguments_as_json(model_args, data_args, training_args))
     if trainer.is_world_process_zero():
         logger.info("best checkpoint: %s (%s = %s) -> %s", best["checkpoint"], best["metric"], best["value"], BEST_DIR)
 

@@ -428,6 +428,38 @@ def test_every_dataloader_batch_is_one_length_group_and_the_partial_batch_comes_
     assert padded < 0.75 * padded_random
 
 
+def padded_positions(batches: list[np.ndarray], lengths: np.ndarray, multiple: int = 1) -> int:
+    return sum(len(batch) * -(-int(lengths[batch].max()) // multiple) * multiple for batch in batches)
+
+
+def test_length_groups_by_padded_length_keep_the_padding_and_shuffle_within_a_bucket():
+    # Sorting by the length rounded up to pad_to_multiple_of: every batch pads to what exact sorting pads it to,
+    # but examples of one bucket come in random order instead of by their exact length.
+    lengths = torch.randint(1, 300, (3000,), generator=torch.Generator().manual_seed(0)).numpy()
+    exact = ShuffledLengthGroupedSampler(64, lengths, seed=5).batches(0)
+    bucketed = ShuffledLengthGroupedSampler(64, lengths, seed=5, bucket=32).batches(0)
+    assert padded_positions(bucketed, lengths, 32) == padded_positions(exact, lengths, 32)
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(3000))
+    assert sum(np.array_equal(a, b) for a, b in zip(exact, bucketed, strict=True)) < len(exact) / 2
+
+
+def test_length_groups_by_label_give_each_batch_its_groups_label_mix():
+    # Long texts mostly one label, as long reviews in the demo are mostly positive: plain length groups give
+    # batches of one label; by label, every batch holds about its mega-batch's share of each label.
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 300, (4000,), generator=generator).numpy()
+    labels = np.where(lengths > 150, torch.rand(4000, generator=generator).numpy() < 0.9, 0).astype(int)
+    plain = ShuffledLengthGroupedSampler(32, lengths, seed=1, group_batches=20).batches(0)
+    mixed = ShuffledLengthGroupedSampler(32, lengths, seed=1, group_batches=20, labels=labels).batches(0)
+    assert sorted(np.concatenate(mixed).tolist()) == list(range(4000))
+    share = labels.mean()
+    assert max(abs(labels[batch].mean() - share) for batch in plain) > 0.4
+    assert max(abs(labels[batch].mean() - share) for batch in mixed[:-1]) < 0.15
+    random_order = torch.randperm(4000, generator=generator).numpy()
+    random_batches = [random_order[i : i + 32] for i in range(0, 4000, 32)]
+    assert padded_positions(mixed, lengths) < 0.8 * padded_positions(random_batches, lengths)
+
+
 def test_fast_readers_give_what_the_row_reader_gives(reviews, tmp_path):
     # The row reader (Python, line by line) is the oracle: on clean files the fast readers must read the same rows.
     from finetune.data.readers import Columns, fast_batches, row_reader_batches

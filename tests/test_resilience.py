@@ -262,7 +262,7 @@ def test_resume_without_checkpoints_starts_fresh(tmp_path, resume_log):
 
 
 def test_resume_accepts_an_interrupted_run_but_not_a_finished_one(interrupted_run, finished_run, reviews):
-    from finetune.config import parse_args
+    from finetune.parsing import parse_args
 
     base = ["--train_file", str(reviews["train"])]
     assert parse_args([*base, "--output_dir", str(interrupted_run), "--resume"])[2].resume_from_checkpoint == "auto"

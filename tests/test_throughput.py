@@ -6,7 +6,7 @@ from conftest import QUICK_TEXTCNN, read_jsonl
 from transformers import AutoTokenizer
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
-from finetune.config import parse_args
+from finetune.parsing import parse_args
 from finetune.train import main as train_main
 
 THROUGHPUT_LOGS = ("samples_per_second", "tokens_per_second", "step_seconds", "peak_rss_mb")
@@ -42,6 +42,10 @@ def test_throughput_in_logs_and_train_results(data_args, reviews, tmp_path):
         for name in THROUGHPUT_LOGS:
             assert entry[name] > 0, (name, entry)
     assert not any(name in entry for entry in history if "eval_loss" in entry for name in THROUGHPUT_LOGS)
+    # Each evaluation says how long the run had trained by then, evaluations left out: rising, below the runtime.
+    trained = [entry["training_seconds"] for entry in history if "eval_loss" in entry]
+    runtime = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)
+    assert len(trained) >= 2 and 0 < trained[0] < trained[-1] < runtime
 
 
 def test_speed_knobs_parse_from_yaml(reviews, tmp_path):

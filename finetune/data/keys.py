@@ -80,9 +80,13 @@ def tokenizer_recipe(model_args: ModelArguments) -> dict | None:
     """What decides the tokenizer before any text is seen; None for a tokenizer that is not in a local folder."""
     from finetune.tokenizer import BUILD_VERSION
 
-    if model_args.model_type == "textcnn":
+    if model_args.model_type == "textcnn" and not model_args.model_name_or_path:
         fields = ("tokenizer_level", "min_frequency", "max_vocab_size", "lowercase")
         recipe = {name: getattr(model_args, name) for name in fields}
+        if model_args.pretrained_vocabulary_size:  # the vectors file's first tokens join the vocabulary
+            from finetune.embeddings import vectors_vocabulary
+
+            recipe["vectors_vocabulary"] = content_hash(vectors_vocabulary(model_args))
         return {"model_type": "textcnn", **recipe, "build_version": BUILD_VERSION}
     from finetune.models.bert import resolve_model_path
 
@@ -95,7 +99,7 @@ def tokenizer_recipe(model_args: ModelArguments) -> dict | None:
         return None
     files = sorted(path for path in folder.iterdir() if path.is_file() and path.suffix not in WEIGHT_SUFFIXES)
     return {
-        "model_type": "bert",
+        "model_type": model_args.model_type,
         "tokenizer": name,
         "folder": str(folder.resolve()),
         "files": {path.name: file_sha256(path) for path in files},

@@ -7,13 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
 
@@ -52,31 +46,6 @@ def load_pretrained_tokenizer(name_or_path: str, cache_dir: str | None, trust_re
         )
     except OSError as error:
         raise UserError(f"Could not load a tokenizer from {name_or_path!r}: {error}") from None
-
-
-def load_pretrained_classifier(
-    name_or_path: str,
-    id2label: dict[int, str],
-    label2id: dict[str, int],
-    cache_dir: str | None = None,
-    trust_remote_code: bool = False,
-) -> PreTrainedModel:
-    """A pretrained encoder with a new classification head sized for the label maps."""
-    path = resolve_model_path(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(
-            path,
-            num_labels=len(id2label),
-            id2label=id2label,
-            label2id=label2id,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, cache_dir=cache_dir, trust_remote_code=trust_remote_code
-        )
-    except OSError as error:
-        raise UserError(f"Could not load model {name_or_path!r}: {error}") from None
 
 
 def unknown_word_counts(tokenizer, texts: Iterable[str]) -> Counter:

@@ -1,0 +1,219 @@
+"""Parsing the run arguments: a YAML file, command-line overrides, and the checks that need no data.
+
+Precedence: dataclass default < the YAML file given with ``--config`` < command-line flags.
+
+    finetune train --config configs/textcnn.yaml --learning_rate 3e-3 --num_train_epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import typing
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from finetune.config import ARGUMENT_CLASSES, EVAL_METRICS, TrainingArguments
+from finetune.errors import UserError
+
+
+def make_parser(
+    classes: tuple = ARGUMENT_CLASSES,
+    prog: str = "finetune train",
+    description: str = "Train a text classifier and keep the best checkpoint by eval loss.",
+) -> HfArgumentParser:
+    """The parser shared by ``finetune train`` and ``python finetune/train.py`` (and, with its own classes, by
+    ``finetune pretrain``)."""
+    parser = HfArgumentParser(classes, prog=prog, description=description)
+    parser.add_argument("--config", help="YAML file with any of the arguments below; flags given here override it.")
+    return parser
+
+
+def load_yaml_config(path: str, known_keys: set[str]) -> dict:
+    """Reads a YAML config and refuses keys that no argument has."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise UserError(f"Config file {path} does not exist.")
+    try:
+        values = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"Config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"Config file {path} must be a mapping of argument names to values.")
+    unknown = sorted(set(values) - known_keys)
+    if unknown:
+        raise UserError(
+            f"Config file {path}: unknown key(s) {', '.join(unknown)}. "
+            "See `finetune train --help` for the arguments there are."
+        )
+    return values
+
+
+def nullable_fields(classes=ARGUMENT_CLASSES) -> set[str]:
+    """The arguments whose type admits None, the only ones a YAML ``null`` may set."""
+    names = set()
+    for argument_class in classes:
+        hints = typing.get_type_hints(argument_class)
+        for field_ in dataclasses.fields(argument_class):
+            hint = hints.get(field_.name)
+            if hint is type(None) or type(None) in typing.get_args(hint):
+                names.add(field_.name)
+    return names
+
+
+def check_yaml_values(values: dict, parser: argparse.ArgumentParser, path: str) -> dict:
+    """Gives each YAML value the checks argparse gives a flag and not a default: the argument's choices, its type
+    on every list item, and a list where it takes several values (a single value becomes a list of one, as
+    ``--kernel_sizes 3`` does). ``null`` is only for arguments that can be None."""
+    checked = dict(values)
+    nullable = nullable_fields(getattr(parser, "dataclass_types", ARGUMENT_CLASSES))
+    for action in parser._actions:
+        if action.dest not in values:
+            continue
+        value = values[action.dest]
+        many = action.nargs in ("+", "*")
+        if value is None:
+            if action.dest not in nullable:
+                raise UserError(
+                    f"Config file {path}: {action.dest} cannot be null; leave the key out for its default "
+                    f"({action.default!r})."
+                )
+            continue
+        if isinstance(value, (list, dict)) and not many:
+            if action.choices is not None or action.type in (int, float, string_to_bool):
+                raise UserError(f"Config file {path}: {action.dest} takes a single value, not {value}.")
+            continue  # a structure the argument takes as it is: report_to: [tensorboard], lr_scheduler_kwargs: {}
+        if many and value == []:
+            raise UserError(f"Config file {path}: {action.dest} needs at least one value.")
+        items = []
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and action.type is not None:
+                try:
+                    item = action.type(item)
+                except (TypeError, ValueError, argparse.ArgumentTypeError):
+                    raise UserError(f"Config file {path}: {action.dest}: {item!r} is not a valid value.") from None
+            elif action.type is str and isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)  # gpus: 0
+            if action.choices is not None and item not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                raise UserError(f"Config file {path}: {action.dest}: {item!r} is not one of {choices}.")
+            items.append(item)
+        checked[action.dest] = items if many else items[0]
+    return checked
+
+
+def parse_args(argv: list[str] | None = None, parser: HfArgumentParser | None = None) -> tuple:
+    """Parses the YAML config and command-line flags into the argument dataclasses (by default ``finetune
+    train``'s three: ModelArguments, DataArguments, TrainingArguments).
+
+    GPU selection happens here, between parsing and building TrainingArguments, because building it
+    initialises the device and CUDA_VISIBLE_DEVICES must be set before that.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = parser or make_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("--config")
+    config_path = config_parser.parse_known_args(argv)[0].config
+    if config_path:
+        known_keys = {action.dest for action in parser._actions} - {"help", "config"}
+        values = load_yaml_config(config_path, known_keys)
+        parser.set_defaults(**check_yaml_values(values, parser, config_path))
+    namespace = parser.parse_args(argv)
+
+    select_gpus(namespace.gpus, namespace.use_cpu)
+
+    arguments = []
+    for argument_class in parser.dataclass_types:
+        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(argument_class) if f.init}
+        try:
+            arguments.append(argument_class(**values))
+        except ValueError as error:  # TrainingArguments validates itself with ValueError
+            raise UserError(f"Invalid training arguments: {error}") from None
+    preflight(arguments[-1])
+    return tuple(arguments)
+
+
+def launcher_in_charge() -> bool:
+    """True when accelerate launch or torchrun started this process."""
+    return any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
+
+
+def select_gpus(gpus: str | None, use_cpu: bool) -> None:
+    """Makes the GPUs named in ``gpus`` the visible ones, before CUDA is initialised."""
+    if gpus is None or gpus == "":
+        return
+    if not re.fullmatch(r"\d+(,\d+)*", gpus):
+        raise UserError(f"gpus must be GPU indices separated by commas, such as '0' or '0,1'; got {gpus!r}.")
+    if use_cpu:
+        raise UserError(f"gpus={gpus!r} and use_cpu=true contradict each other; drop one of them.")
+    requested = gpus.split(",")
+    if launcher_in_charge():
+        launched_with = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if launched_with is None or launched_with.split(",") != requested:
+            raise UserError(
+                f"gpus={gpus!r} conflicts with the launcher, which gave this process "
+                f"CUDA_VISIBLE_DEVICES={launched_with!r}. Under accelerate launch, choose GPUs with "
+                f"--gpu_ids {gpus} and leave gpus unset."
+            )
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+
+    import torch
+
+    visible = torch.cuda.device_count()
+    if visible == 0:
+        raise UserError(f"gpus={gpus!r} asks for GPUs, but no CUDA GPU is available here. Remove gpus to use the CPU.")
+    if visible != len(requested):
+        raise UserError(f"gpus={gpus!r} asks for {len(requested)} GPU(s), but only {visible} of them exist.")
+    if visible == 1:
+        torch.cuda.set_device(0)
+
+
+def preflight(training_args: TrainingArguments) -> None:
+    """Checks that need no data: the best metric, a distributed launch that is not one, the output_dir."""
+    metric = training_args.metric_for_best_model
+    if metric is not None and metric.removeprefix("eval_") not in EVAL_METRICS:
+        raise UserError(
+            f"metric_for_best_model {metric!r} is not produced by evaluation; choose one of "
+            + ", ".join(f"eval_{name}" for name in EVAL_METRICS)
+            + "."
+        )
+    if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
+        raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        raise UserError(
+            f"num_train_epochs {training_args.num_train_epochs:g} trains nothing; set it (or max_steps) above 0."
+        )
+
+    launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched_processes > 1 and training_args.world_size == 1:
+        raise UserError(
+            f"The launcher started {launched_processes} processes, but training is not distributed: no GPU was "
+            "found, so each process would train alone and overwrite the others' files. For CPU DDP pass "
+            "--use_cpu true to the script (accelerate launch --multi_gpu --num_processes N finetune/train.py "
+            "... --use_cpu true), or launch one process."
+        )
+
+    output_dir = Path(training_args.output_dir)
+    holds_run = output_dir.is_dir() and any(
+        any(output_dir.glob(pattern)) for pattern in ("checkpoint-*", "seed-*", "best", "best.json")
+    )
+    resuming = bool(training_args.resume_from_checkpoint)
+    if resuming and training_args.overwrite_output_dir:
+        raise UserError("overwrite_output_dir deletes the checkpoints that resuming needs; set only one of them.")
+    if holds_run and not training_args.overwrite_output_dir and not resuming:
+        raise UserError(
+            f"output_dir {output_dir} already holds a run. Choose another output_dir, "
+            "pass --overwrite_output_dir true to replace it, or --resume to continue it."
+        )
+    if resuming and (output_dir / "best.json").is_file():
+        raise UserError(
+            f"output_dir {output_dir} holds a finished run (it has best.json); there is nothing to resume. Choose "
+            "another output_dir, or pass --overwrite_output_dir true to train it again from the start."
+        )
