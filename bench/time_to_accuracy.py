@@ -211,7 +211,11 @@ def step_runs(args: argparse.Namespace, folder: Path) -> dict:
         flags += ["--padding", "max_length", "--train_sampling_strategy", "random"]  # every step the same shape
         settings = {}
         for setting in args.step_settings:
-            run = run_training(config, folder / f"{model}-{setting}", [*flags, *STEP_SETTINGS[setting]])
+            try:
+                run = run_training(config, folder / f"{model}-{setting}", [*flags, *STEP_SETTINGS[setting]])
+            except SystemExit as failure:  # torch_compile without a working compiler, for one: say so, go on
+                settings[setting] = {"error": str(failure)[-1500:]}
+                continue
             windows = [entry["step_seconds"] for entry in run["log_history"] if "step_seconds" in entry][1:]
             settings[setting] = {
                 "step_seconds_median": round(statistics.median(windows), 4),
@@ -221,7 +225,7 @@ def step_runs(args: argparse.Namespace, folder: Path) -> dict:
             print(json.dumps({model: setting, **settings[setting]}), file=sys.stderr)
         base = settings.get("adamw_torch_fused")
         for summary in settings.values():
-            if base:
+            if base and "step_seconds_median" in summary:
                 summary["relative_to_default"] = round(summary["step_seconds_median"] / base["step_seconds_median"], 3)
         result[model] = {"steps": STEPS[model], "settings": settings}
     return result
