@@ -57,7 +57,7 @@ from finetune.data import (
 )
 from finetune.data.prepared import prepare_data
 from finetune.data.sampler import column_array
-from finetune.data.splits import release_mapped_pages
+from finetune.data.splits import ReleaseMappedPages
 from finetune.embeddings import load_pretrained_embeddings, log_unknown_tokens, vectors_vocabulary
 from finetune.errors import UserError
 from finetune.metrics import compute_metrics
@@ -79,27 +79,6 @@ logger = logging.getLogger("finetune")
 
 SEEDS_FILE = "seeds_results.json"
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
-
-
-class ReleaseMappedPages(TrainerCallback):
-    """Drops the pages of the memory-mapped datasets from the resident set every ``every`` steps and after each
-    evaluation. Each example a batch reads faults in the pages around it (the kernel maps 64 kB around a fault),
-    which stay counted in the process's memory: 100 steps of random batches from a 10-million-row split held
-    about 1 GB that way. The pages stay in the page cache; reading them again costs a page fault."""
-
-    def __init__(self, folders: set[Path], every: int = 10):
-        self.folders, self.every = folders, every
-
-    def release(self) -> None:
-        for folder in self.folders:
-            release_mapped_pages(folder)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
-            self.release()
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.release()
 
 
 class Trainer(transformers.Trainer):
