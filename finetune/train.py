@@ -182,16 +182,8 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             new_head=model_args.new_head,
             cache_dir=model_args.model_cache_dir,
             trust_remote_code=model_args.trust_remote_code,
+            textcnn=model_args.model_type == "textcnn",
         )
-        if model.config.model_type == "textcnn" and model_args.model_type != "textcnn":
-            raise UserError(
-                f"{model_args.model_name_or_path} holds a TextCNN: set model_type: textcnn to go on from it."
-            )
-        if model.config.model_type != "textcnn" and model_args.model_type == "textcnn":
-            raise UserError(
-                f"{model_args.model_name_or_path} holds a {model.config.model_type} model, not a TextCNN: "
-                "set model_type: bert."
-            )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
             model.resize_token_embeddings(len(tokenizer))
         return model

@@ -41,6 +41,12 @@ def texts(reviews) -> list[str]:
     return [row["text"] for row in read_jsonl(reviews["train"])]
 
 
+def test_the_model_type_must_match_the_checkpoint(texts, tmp_path):
+    make_tiny_classifier(tmp_path / "ckpt", texts, ["negative", "positive"])
+    with pytest.raises(UserError, match="holds a bert model: set model_type: bert"):
+        load_classifier(str(tmp_path / "ckpt"), ["negative", "positive"], textcnn=True)
+
+
 def test_head_is_kept_and_reordered_when_the_labels_match(texts, tmp_path, finetune_log):
     # Saved as [positive, negative]; finetune's label ids are sorted: [negative, positive].
     source = make_tiny_classifier(tmp_path / "ckpt", texts, ["positive", "negative"])

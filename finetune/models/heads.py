@@ -80,13 +80,18 @@ def load_classifier(
     new_head: bool = False,
     cache_dir: str | None = None,
     trust_remote_code: bool = False,
+    textcnn: bool = False,
 ) -> PreTrainedModel:
-    """A sequence classifier for ``label_list`` (finetune's order) from the checkpoint or encoder at ``path``."""
+    """A sequence classifier for ``label_list`` (finetune's order) from the checkpoint or encoder at ``path``,
+    which must hold a TextCNN when ``textcnn`` is set (model_type textcnn) and another model when it is not."""
     id2label = dict(enumerate(label_list))
     label2id = {label: index for index, label in id2label.items()}
     options = {"cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(path, **options)
+        if (config.model_type == "textcnn") != textcnn:
+            wanted = "textcnn" if config.model_type == "textcnn" else "bert"
+            raise UserError(f"{path} holds a {config.model_type} model: set model_type: {wanted} to start from it.")
         old = head_labels(config)
         if old is not None and not new_head and len(set(old)) == len(old) and set(old) == set(label_list):
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config, **options)
