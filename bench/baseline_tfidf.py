@@ -147,11 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code.
     """
+    from common import add_output_argument, write_result  # here: other benchmarks import this file by path
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR, help="directory with the jsonl splits")
     parser.add_argument("--seed", type=int, default=42, help="random_state of the logistic regression")
+    add_output_argument(parser)
     args = parser.parse_args(argv)
-    print(json.dumps(run_baseline(args.data_dir, args.seed)))
+    write_result({"benchmark": "baseline_tfidf", **run_baseline(args.data_dir, args.seed)}, args.output)
     return 0
 
 

@@ -24,6 +24,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+from common import add_output_argument, write_result
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "textcnn.yaml"
 TARGET = 0.05
@@ -61,6 +63,7 @@ def measure_in_new_process(cache_root: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="cold/warm pairs; the medians are reported")
+    add_output_argument(parser)
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one run in this process, into this cache
     args = parser.parse_args()
     if args.measure:
@@ -81,6 +84,7 @@ def main() -> None:
     cold = statistics.median(run["data_preparation_seconds"] for run in cold_runs)
     warm = statistics.median(run["data_preparation_seconds"] for run in warm_runs)
     report = {
+        "benchmark": "cache",
         "corpus": "data/chinese_sentiment",
         "config": "configs/textcnn.yaml",
         "rows": cold_runs[0]["rows"],
@@ -94,7 +98,7 @@ def main() -> None:
         "target": TARGET,
         "target_met": warm / cold <= TARGET,
     }
-    print(json.dumps(report, indent=2))
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

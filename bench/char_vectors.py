@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, machine
+from common import REPO, add_output_argument, write_result
 
 ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SETTINGS = {
@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--dimension", type=int, default=128, help="vector size (configs/textcnn.yaml's default)")
     parser.add_argument("--epochs", type=int, default=10, help="word2vec epochs over the corpus")
-    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    add_output_argument(parser)
     args = parser.parse_args(argv)
 
-    result = {"benchmark": "char_vectors", "date": time.strftime("%Y-%m-%d"), "config": "configs/textcnn.yaml"}
+    result = {"benchmark": "char_vectors", "config": "configs/textcnn.yaml"}
     with tempfile.TemporaryDirectory() as folder:
         vectors = Path(folder) / "people_daily_chars.txt"
         result["vectors"] = train_vectors(corpus_sentences(), vectors, args.dimension, args.epochs, args.seeds[0])
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             result["settings"][name] = {"flags": flags and [flags[0], "VECTORS", *flags[2:]]}
             result["settings"][name].update(train_demo(flags, Path(folder) / name, args.seeds))
             print(json.dumps({name: result["settings"][name]}), file=sys.stderr)
-    result["machine"] = machine()
-    text = json.dumps(result, indent=1, ensure_ascii=False)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    write_result(result, args.output, indent=1)
     return 0
 
 

@@ -6,9 +6,13 @@ build_model), so the benchmarks measure the code `finetune train` runs.
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +35,10 @@ from finetune.data.prepared import PreparedData, prepare_data  # noqa: E402
 from finetune.parsing import parse_args  # noqa: E402
 from finetune.train import build_model, build_tokenizer  # noqa: E402
 
+# The libraries whose versions a result records.
+LIBRARIES = (
+    "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "pyarrow", "numpy", "finetune"
+)  # fmt: skip
 CONFIGS = {"textcnn": REPO / "configs" / "textcnn.yaml", "bert": REPO / "configs" / "bert.yaml"}
 
 
@@ -97,7 +105,46 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
     }
+
+
+def versions() -> dict:
+    """The installed versions of LIBRARIES, and the git commit of the checkout (with "+dirty" for local changes)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
+        found["commit"] = commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        found["commit"] = None
+    return found
+
+
+def write_result(result: dict, output: Path | None = None, indent: int = 2) -> None:
+    """Prints a benchmark's result as JSON on stdout and, with ``output`` (bench/results/NAME.json for a result the
+    docs quote), writes it there too, with when, where and with which libraries it was measured: ``date``,
+    ``machine`` (unless the result has its own) and ``versions``."""
+    result = {
+        **result,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": result.get("machine") or machine(),
+        "versions": versions(),
+    }
+    text = json.dumps(result, indent=indent, ensure_ascii=False)
+    print(text)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+
+
+def add_output_argument(parser) -> None:
+    parser.add_argument("--output", type=Path, help="also write the JSON here, e.g. bench/results/NAME.json")
 
 
 def median(values: list[float]) -> float:

@@ -11,11 +11,10 @@ process; on a CPU they also compete with training for the cores. Prints JSON: sa
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from common import add_threads_argument, fixed_steps, machine, median, prepare, set_threads
+from common import add_output_argument, add_threads_argument, fixed_steps, median, prepare, set_threads, write_result
 from overhead import train_finetune
 
 
@@ -26,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each worker count (default: 2)")
     parser.add_argument("--persistent_workers", action="store_true", help="keep workers between epochs")
     add_threads_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         "persistent_workers": args.persistent_workers,
         "samples_per_second": {str(workers): values for workers, values in per_second.items()},
         "median_samples_per_second": {str(workers): median(values) for workers, values in per_second.items()},
-        "machine": machine(),
     }
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

@@ -32,11 +32,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from common import add_output_argument, write_result  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification, default_data_collator, set_seed  # noqa: E402
 
 from finetune.config import TrainingArguments  # noqa: E402
-from finetune.train import Trainer  # noqa: E402
+from finetune.trainer import ClassifierTrainer as Trainer  # noqa: E402
 
 # Peak dense (no sparsity) bf16 tensor-core FLOP/s from the vendors' data sheets; first match in the name wins.
 PEAK_BF16_FLOPS = {
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup_steps", type=int, help="untimed steps first, also the logging window (default: 30)")
     parser.add_argument("--precision", choices=["bf16", "fp32"], help="default: bf16 (tiny: fp32)")
     parser.add_argument("--peak_flops", type=float, help="the device's peak FLOP/s, when its name is not in the table")
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     defaults = (
         {"modes": ["eager"], "batch_size": 4, "seq_len": 32, "steps": 4, "warmup_steps": 2, "precision": "fp32"}
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             result[mode] = run(mode, args, config, Path(output_dir))
             print(json.dumps({mode: result[mode]}), file=sys.stderr)
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

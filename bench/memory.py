@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CONFIGS, REPO, machine
+from common import CONFIGS, REPO, add_output_argument, write_result
 
 TARGET_MB = 2048
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIGS["textcnn"], help="default: configs/textcnn.yaml")
     parser.add_argument("--epochs", type=int, default=0, help="num_train_epochs (default: 0, the config's)")
+    add_output_argument(parser)
     args, extra = parser.parse_known_args(argv)
 
     with tempfile.TemporaryDirectory() as output_dir:
@@ -56,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         "run_seconds": round(wall, 1),
         "epochs": results.get("epoch"),
         "test_accuracy": round(results["test_accuracy"], 4) if "test_accuracy" in results else None,
-        "machine": machine(),
     }
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

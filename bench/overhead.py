@@ -17,20 +17,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import Prepared, add_threads_argument, fixed_steps, machine, median, prepare, set_threads
+from common import (
+    Prepared,
+    add_output_argument,
+    add_threads_argument,
+    fixed_steps,
+    median,
+    prepare,
+    set_threads,
+    write_result,
+)
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
 from finetune.data import ClassificationCollator, ShuffledLengthGroupedSampler
-from finetune.train import Trainer
+from finetune.trainer import ClassifierTrainer as Trainer
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each path, alternating (default: 3)")
     parser.add_argument("--check_steps", type=int, default=30, help="steps compared batch by batch before timing")
     add_threads_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
@@ -175,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_finetune_over_plain": round(median(per_second["finetune"]) / median(per_second["plain"]), 3),
             "ratio_per_repeat": [round(finetune / plain, 3) for finetune, plain in pairs],
         }
-    result["machine"] = machine()
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CONFIGS, add_threads_argument, machine, set_threads
+from common import CONFIGS, add_output_argument, add_threads_argument, set_threads, write_result
 
 from finetune.train import main as train_main
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of every run (default: 1)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     add_threads_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                     accuracy = runs[setting]["eval_accuracy"] - padded["eval_accuracy"]
                     result[model][f"accuracy_difference_{setting}"] = round(accuracy, 4)
             print(json.dumps({model: result[model]}), file=sys.stderr)
-    result["machine"] = machine()
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

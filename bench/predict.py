@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import CONFIGS, REPO, add_threads_argument, machine, median, set_threads
+from common import CONFIGS, REPO, add_output_argument, add_threads_argument, median, set_threads, write_result
 
 from finetune.data import ClassificationCollator
 from finetune.predict import Classifier, read_texts
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of each path (default: 3)")
     parser.add_argument("--batch_size", type=int, default=64, help="as finetune predict's default (64)")
     add_threads_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
@@ -122,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = getattr(args, f"{model}_model") or train_quickly(model, Path(scratch) / model)
             result[model] = bench_model(model_dir, args.input, args.repeats, args.batch_size, Path(scratch))
             print(json.dumps({model: result[model]}), file=sys.stderr)
-    result["machine"] = machine()
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
     return 0
 
 

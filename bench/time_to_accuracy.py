@@ -4,7 +4,7 @@ Every run is one `finetune train` process for one epoch that evaluates every --e
 log carries ``training_seconds``, the time spent training so far (evaluations left out, see finetune/throughput.py).
 
 - textcnn: configs/textcnn.yaml on the whole demo training set, evaluated on the first 1,000 validation rows;
-- minilm: configs/bert.yaml as in the issue's side-by-side with the transformers example script: the first 2,000
+- minilm: configs/bert.yaml as in the side-by-side with the transformers example script: the first 2,000
   training rows, the first 500 validation rows, max_length 128, batch 32, learning rate 5e-5,
   extend_vocabulary 0.
 
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import REPO, machine
+from common import REPO, add_output_argument, write_result
 
 MODELS = {
     "textcnn": {"config": "configs/textcnn.yaml", "eval_steps": 20, "flags": ["--max_eval_samples", "1000"]},
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--steps_only", action="store_true", help="measure the per-step constant instead")
     parser.add_argument("--step_settings", nargs="+", default=list(STEP_SETTINGS), choices=list(STEP_SETTINGS))
-    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    add_output_argument(parser)
     parser.add_argument("--plot_dir", type=Path, help="write time_to_accuracy_MODEL.png here")
     parser.add_argument(
         "--runs_dir",
@@ -271,19 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     result = {"benchmark": "step_constant" if args.steps_only else "time_to_accuracy", "seeds": args.seeds}
-    result["date"] = time.strftime("%Y-%m-%d")
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.runs_dir or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
         result["models"] = step_runs(args, folder) if args.steps_only else accuracy_runs(args, folder)
-    result["machine"] = machine()
-    text = json.dumps(result, indent=1)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    write_result(result, args.output, indent=1)
     if args.plot_dir and not args.steps_only:
         plot(result, args.plot_dir)
-    print(text)
     return 0
 
 

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 ARGS_FILE = "finetune_args.json"
+TRAINING_ARGS_FILE = "training_args.json"  # the TrainingArguments as JSON, saved in every checkpoint
 EVALUATION_DIR = "evaluation"  # where finetune evaluate writes its results inside a run
 
 CONFIG_FILE = "config.json"
@@ -118,13 +119,20 @@ def run_arguments(model_dir: Path) -> dict:
     if model_dir.name.startswith("checkpoint-"):
         candidates.append(model_dir.parent / BEST_DIR)
     for directory in candidates:
-        path = directory / ARGS_FILE
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise UserError(f"{path} is damaged ({error}); copy it again from the run, or delete it.") from None
+        arguments = read_arguments(directory / ARGS_FILE)
+        if arguments is not None:
+            return arguments
     return {}
+
+
+def read_arguments(path: Path) -> dict | None:
+    """A run's arguments saved as JSON (finetune_args.json, training_args.json), or None if there is no such file."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is damaged ({error}); copy it again from the run, or delete it.") from None
 
 
 # Complete checkpoints. The Trainer writes a checkpoint file by file; a crash or a full disk can leave one half

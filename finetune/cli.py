@@ -7,6 +7,8 @@ finetune --help
 from __future__ import annotations
 
 import importlib
+import os
+import select
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +26,41 @@ SUBCOMMANDS = {
 }
 
 
+# The status a shell reports for a command killed by SIGPIPE (128 + 13), as `seq 100000 | head -1` leaves seq:
+# a script with `set -o pipefail` sees that the reader stopped early, not that the command failed (1).
+CLOSED_PIPE_STATUS = 141
+
+
 def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
-    """Runs a subcommand's main: a UserError is printed without a traceback and exits 2."""
+    """Runs a subcommand's main: a UserError is printed without a traceback and exits 2; output into a pipe whose
+    reader has gone (`finetune cache list | head -3`) ends the command quietly, as it ends a Unix tool."""
     try:
-        return main(argv)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        try:
+            return main(argv)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        finally:
+            sys.stdout.flush()  # output still buffered fails here, where it is caught, not at interpreter exit
+    except BrokenPipeError:
+        closed = [stream for stream in (sys.stdout, sys.stderr) if reader_gone(stream)]
+        if not closed:
+            raise  # a pipe of the command's own (a worker process, a socket) broke: a real error
+        # Python flushes stdout and stderr once more at exit; into a closed pipe that prints another error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in closed:
+            os.dup2(devnull, stream.fileno())
+        return CLOSED_PIPE_STATUS
+
+
+def reader_gone(stream) -> bool:
+    """Whether ``stream`` writes into a pipe whose reading end is closed (poll reports an error for it)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stream without a file descriptor
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def writable_file(path: str | Path, option: str = "--output") -> Path:
@@ -54,7 +84,11 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_command(dispatch, sys.argv[1:] if argv is None else list(argv))
+
+
+def dispatch(argv: list[str]) -> int:
+    """Runs the subcommand that ``argv`` names with the rest of it."""
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
@@ -62,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[command][0])
-    return run_command(module.main, rest)
+    return importlib.import_module(SUBCOMMANDS[command][0]).main(rest)
 
 
 if __name__ == "__main__":

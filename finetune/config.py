@@ -11,9 +11,11 @@ from typing import Literal
 from transformers import TrainingArguments as HfTrainingArguments
 
 from finetune.errors import UserError
+from finetune.metrics import MULTI_LABEL_METRICS, TRAINING_METRICS
 
-# What compute_metrics reports; the Trainer adds the "eval_" prefix.
-EVAL_METRICS = ("loss", "accuracy", "f1", "precision", "recall")
+# What evaluation reports; the Trainer adds the "eval_" prefix. Multi-label runs report the second group.
+EVAL_METRICS = ("loss", *TRAINING_METRICS)
+MULTI_LABEL_EVAL_METRICS = ("loss", *MULTI_LABEL_METRICS)
 
 
 @dataclass
@@ -182,7 +184,20 @@ class DataArguments:
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Optional second text column, for sentence-pair tasks."}
     )
-    label_column: str = field(default="label", metadata={"help": "Column that holds the label (string or int)."})
+    label_column: str = field(
+        default="label",
+        metadata={
+            "help": "Column that holds the label: a string or integer, or for multi-label data a list of them (JSON "
+            "list in json, jsonl and parquet files; see label_separator for csv, tsv and txt)."
+        },
+    )
+    label_separator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-label data: split each label on this string (e.g. ',' for 体育,财经); an empty label is a "
+            "row with no label. A list-valued label column makes a run multi-label without it."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Tokens kept per example; longer texts are truncated."})
     padding: Literal["longest", "max_length"] = field(
         default="longest",
@@ -251,7 +266,13 @@ class TrainingArguments(HfTrainingArguments):
         default=True, metadata={"help": "Load the checkpoint with the best metric_for_best_model at the end."}
     )
     metric_for_best_model: str | None = field(
-        default="eval_loss", metadata={"help": "Metric that picks the best checkpoint: " + ", ".join(EVAL_METRICS)}
+        default="eval_loss",
+        metadata={
+            "help": "Metric that picks the best checkpoint: "
+            + ", ".join(EVAL_METRICS)
+            + "; multi-label: "
+            + ", ".join(MULTI_LABEL_EVAL_METRICS)
+        },
     )
     greater_is_better: bool | None = field(
         default=None,
@@ -278,6 +299,23 @@ class TrainingArguments(HfTrainingArguments):
         metadata={
             "help": "group_by_length: give every batch its group's mix of labels, each label sorted by length on its "
             "own (plain length groups drift in label where length goes with it, and train worse per step)."
+        },
+    )
+    class_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weigh the training loss by class: balanced (inverse class frequency, as scikit-learn's "
+            "compute_class_weight; multi-label: each label's negatives per positive, as BCE pos_weight) or a "
+            "mapping {label: weight} (YAML, or JSON on the command line; unnamed labels weigh 1). Evaluation losses "
+            "stay unweighted."
+        },
+    )
+    threshold: str = field(
+        default="0.5",
+        metadata={
+            "help": "Multi-label: a label is predicted when its probability is over this. tune picks the threshold "
+            "that maximises micro-F1 on the validation split after training. Saved in the model's config for "
+            "predict."
         },
     )
     seeds: list[int] | None = field(
@@ -312,6 +350,14 @@ class TrainingArguments(HfTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_class_weights()
+        if self.threshold != "tune":
+            try:
+                value = float(self.threshold)
+            except ValueError:
+                value = -1.0
+            if not 0 < value < 1:
+                raise UserError(f"threshold must be a number between 0 and 1, or tune; got {self.threshold!r}.")
         if self.resume:
             if self.resume_from_checkpoint not in (None, "auto"):
                 raise UserError(
@@ -319,6 +365,28 @@ class TrainingArguments(HfTrainingArguments):
                     "drop one of them."
                 )
             self.resume_from_checkpoint = "auto"
+
+    def check_class_weights(self) -> None:
+        """class_weights: balanced, or a mapping of label names to positive numbers (from YAML, or JSON text)."""
+        weights = self.class_weights
+        if weights is None or weights == "balanced":
+            return
+        if isinstance(weights, str):
+            import yaml
+
+            try:
+                weights = yaml.safe_load(weights)
+            except yaml.YAMLError:
+                weights = None
+        if not isinstance(weights, dict) or not weights:
+            raise UserError(
+                f"class_weights must be balanced or a mapping of labels to weights such as "
+                f'{{"pos": 1, "neg": 5}}; got {self.class_weights!r}.'
+            )
+        for label, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                raise UserError(f"class_weights: the weight of {label!r} must be a positive number, got {weight!r}.")
+        self.class_weights = {str(label): float(weight) for label, weight in weights.items()}
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)

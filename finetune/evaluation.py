@@ -1,5 +1,7 @@
 """Score a trained model on a labelled file: accuracy, macro and weighted F1 / precision / recall, a per-class
-report and a confusion matrix, printed as tables and written to JSON (the confusion matrix also to PNG).
+report and a confusion matrix, printed as tables and written to JSON (the confusion matrix also to PNG). A
+multi-label model gets micro and macro F1 / precision / recall, subset accuracy, Hamming loss and a per-label
+report, at the threshold saved with it.
 
     finetune evaluate --model outputs/textcnn --test_file data/chinese_sentiment/test.jsonl
     finetune evaluate --model outputs/textcnn/checkpoint-120 --test_file test.csv --output results/test.json
@@ -21,7 +23,7 @@ from finetune.checkpoints import EVALUATION_DIR
 from finetune.cli import writable_file
 from finetune.data.readers import BadRows, Columns, checked_records, file_format
 from finetune.errors import UserError
-from finetune.metrics import scores_from_confusion_matrix
+from finetune.metrics import add_counts, multilabel_counts, scores_from_confusion_matrix, scores_from_multilabel_counts
 from finetune.predict import Classifier, add_model_arguments, chunks
 
 AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
@@ -133,61 +135,147 @@ def main(argv: list[str] | None = None) -> int:
     text_column = args.text_column or classifier.text_column
     pair_column = args.text_pair_column or classifier.text_pair_column
     columns = Columns(
-        [text_column] + ([pair_column] if pair_column else []), args.label_column or classifier.label_column
+        [text_column] + ([pair_column] if pair_column else []),
+        args.label_column or classifier.label_column,
+        label_may_be_empty=classifier.multi_label and bool(classifier.label_separator),
     )
-    label2id = classifier.label2id
-    label_names = [classifier.id2label[index] for index in range(len(label2id))]
-    # Counted chunk by chunk: the confusion matrix and the summed loss, never a list of every row.
-    matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
-    loss_sum, count = 0.0, 0
+    label_names = [classifier.id2label[index] for index in range(len(classifier.id2label))]
     path = Path(args.test_file)
     if not path.is_file():
         raise UserError(f"Data file {path} does not exist.")
-    records = checked_records(path, file_format(path), columns, BadRows())
-    for chunk in chunks(iter(records)):
-        labels = [str(record[columns.label]).strip() for record in chunk]
-        unknown = sorted(set(labels) - set(label2id))
-        if unknown:
-            raise UserError(
-                f"{args.test_file}: label(s) the model does not know: {', '.join(map(repr, unknown))}. "
-                f"The model's labels: {', '.join(map(repr, label2id))}."
-            )
-        texts = [record[text_column] for record in chunk]
-        pairs = [record[pair_column] for record in chunk] if pair_column else None
-        probabilities = classifier.probabilities(texts, pairs, args.batch_size, progress=True)
-        references = np.array([label2id[label] for label in labels])
-        np.add.at(matrix, (references, probabilities.argmax(axis=1)), 1)
-        true_class = probabilities[np.arange(len(references)), references]
-        loss_sum += float(-np.log(np.clip(true_class, 1e-12, None)).sum())
-        count += len(chunk)
+    score = score_multi_label if classifier.multi_label else score_single_label
+    results, count = score(classifier, checked_records(path, file_format(path), columns, BadRows()), columns, args)
     if not count:
         raise UserError(f"Data file {path} holds no examples.")
-    results = evaluate_confusion_matrix(matrix, label_names)
-    results["metrics"]["loss"] = loss_sum / count
 
     test_name = Path(args.test_file).name
     output = Path(args.output) if args.output else Path(args.model) / EVALUATION_DIR / f"{Path(test_name).stem}.json"
-    png = output.with_name(f"{output.stem}_confusion_matrix.png")
-    plot_confusion_matrix(results["confusion_matrix"]["matrix"], label_names, png, title=f"{test_name} ({count})")
-    document = {
-        "model": str(classifier.model_dir),
-        "test_file": str(args.test_file),
-        "samples": count,
-        **results,
-        "confusion_matrix_png": str(png),
-    }
+    document = {"model": str(classifier.model_dir), "test_file": str(args.test_file), "samples": count, **results}
+    if not classifier.multi_label:
+        png = output.with_name(f"{output.stem}_confusion_matrix.png")
+        matrix = results["confusion_matrix"]["matrix"]
+        document["confusion_matrix_png"] = str(
+            plot_confusion_matrix(matrix, label_names, png, f"{test_name} ({count})")
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     metrics = results["metrics"]
     print(f"{args.test_file}: {count} examples, model {classifier.model_dir}")
+    if classifier.multi_label:
+        print(
+            f"micro-F1 {metrics['f1_micro']:.4f}  macro-F1 {metrics['f1']:.4f}  subset accuracy "
+            f"{metrics['subset_accuracy']:.4f}  Hamming loss {metrics['hamming_loss']:.4f}  loss {metrics['loss']:.4f}  "
+            f"(threshold {metrics['threshold']:.4g})\n"
+        )
+        print(format_multi_label_report(results))
+    else:
+        print(
+            f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1']:.4f}  weighted-F1 "
+            f"{metrics['f1_weighted']:.4f}  loss {metrics['loss']:.4f}\n"
+        )
+        print(format_report(results))
     print(
-        f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1']:.4f}  weighted-F1 {metrics['f1_weighted']:.4f}  "
-        f"loss {metrics['loss']:.4f}\n"
+        f"\nwrote {output}"
+        + (f" and {document['confusion_matrix_png']}" if "confusion_matrix_png" in document else "")
     )
-    print(format_report(results))
-    print(f"\nwrote {output} and {png}")
     return 0
+
+
+def check_known(labels: set[str], label2id: dict[str, int], test_file: str) -> None:
+    unknown = sorted(labels - set(label2id))
+    if unknown:
+        raise UserError(
+            f"{test_file}: label(s) the model does not know: {', '.join(map(repr, unknown))}. "
+            f"The model's labels: {', '.join(map(repr, label2id))}."
+        )
+
+
+def texts_of(chunk: list[dict], columns: Columns) -> tuple[list[str], list[str] | None]:
+    pairs = [record[columns.texts[1]] for record in chunk] if len(columns.texts) > 1 else None
+    return [record[columns.texts[0]] for record in chunk], pairs
+
+
+def score_single_label(classifier: Classifier, records, columns: Columns, args) -> tuple[dict, int]:
+    """Counted chunk by chunk: the confusion matrix and the summed loss, never a list of every row."""
+    label2id = classifier.label2id
+    label_names = [classifier.id2label[index] for index in range(len(label2id))]
+    matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
+    loss_sum, count = 0.0, 0
+    for chunk in chunks(iter(records)):
+        labels = [str(record[columns.label]).strip() for record in chunk]
+        check_known(set(labels), label2id, args.test_file)
+        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=True)
+        references = np.array([label2id[label] for label in labels])
+        np.add.at(matrix, (references, probabilities.argmax(axis=1)), 1)
+        true_class = probabilities[np.arange(len(references)), references]
+        loss_sum += float(-np.log(np.clip(true_class, 1e-12, None)).sum())
+        count += len(chunk)
+    results = evaluate_confusion_matrix(matrix, label_names)
+    results["metrics"]["loss"] = loss_sum / max(count, 1)
+    return results, count
+
+
+def record_labels(value, separator: str | None) -> list[str]:
+    """A multi-label row's labels: a list as it is, a string split on the run's label_separator (or a list of
+    one without it); white space trimmed, empty items dropped, as training reads them."""
+    items = value if isinstance(value, list) else str(value).split(separator) if separator else [value]
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def score_multi_label(classifier: Classifier, records, columns: Columns, args) -> tuple[dict, int]:
+    """Multi-label scores at the model's threshold, from counts summed chunk by chunk, and the mean binary
+    cross-entropy over labels."""
+    label2id, threshold = classifier.label2id, classifier.threshold
+    counts, loss_sum, count = None, 0.0, 0
+    for chunk in chunks(iter(records)):
+        label_sets = [record_labels(record[columns.label], classifier.label_separator) for record in chunk]
+        check_known({label for labels in label_sets for label in labels}, label2id, args.test_file)
+        references = np.zeros((len(chunk), len(label2id)), dtype=bool)
+        for row, labels in enumerate(label_sets):
+            references[row, [label2id[label] for label in labels]] = True
+        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=True)
+        counts = add_counts(counts, multilabel_counts(probabilities > threshold, references))
+        likelihood = np.clip(np.where(references, probabilities, 1 - probabilities), 1e-12, None)
+        loss_sum += float(-np.log(likelihood).mean(axis=1).sum())
+        count += len(chunk)
+    if not count:
+        return {}, 0
+    scores = scores_from_multilabel_counts(counts)
+    per_class = scores.pop("per_class")
+    names = [classifier.id2label[index] for index in range(len(label2id))]
+    return {
+        "metrics": {**scores, "loss": loss_sum / count, "threshold": threshold},
+        "per_class": {
+            name: {
+                "precision": float(per_class["precision"][i]),
+                "recall": float(per_class["recall"][i]),
+                "f1": float(per_class["f1"][i]),
+                "support": int(per_class["support"][i]),
+            }
+            for i, name in enumerate(names)
+        },
+    }, count
+
+
+def format_multi_label_report(results: dict) -> str:
+    """The per-label report (support: rows that carry the label) with micro and macro averages."""
+    metrics, per_class = results["metrics"], results["per_class"]
+    width = max(12, *(len(label) for label in per_class))
+    lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
+    for label, scores in per_class.items():
+        lines.append(
+            f"{label:<{width}} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
+            f"{scores['support']:>9}"
+        )
+    total = sum(scores["support"] for scores in per_class.values())
+    lines.append("")
+    for name, suffix in (("micro avg", "_micro"), ("macro avg", "")):
+        lines.append(
+            f"{name:<{width}} {metrics['precision' + suffix]:>9.4f} {metrics['recall' + suffix]:>9.4f} "
+            f"{metrics['f1' + suffix]:>9.4f} {total:>9}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -189,8 +189,16 @@ def build_model_card(
     hyperparameters = extract_hyperparameters_from_trainer(trainer)
     hyperparameters["max_length"] = data_args.max_length
     hyperparameters["metric_for_best_model"] = training_args.metric_for_best_model
+    if model_args.model_type == "bert":  # at most this many unknown words of the training texts become new tokens
+        hyperparameters["extend_vocabulary"] = model_args.extend_vocabulary
+    hyperparameters["min_frequency"] = model_args.min_frequency  # of a TextCNN vocabulary, or of the words added
     if training_args.early_stopping_patience is not None:
         hyperparameters["early_stopping_patience"] = training_args.early_stopping_patience
+    if training_args.class_weights is not None:  # on the training loss only
+        hyperparameters["class_weights"] = training_args.class_weights
+    if trainer.model.config.problem_type == "multi_label_classification":
+        hyperparameters["problem_type"] = "multi_label_classification"
+        hyperparameters["threshold"] = f"{trainer.model.config.threshold:.4g} ({training_args.threshold})"
     card += [f"- {key}: {value}" for key, value in hyperparameters.items()]
     table = training_results_table(trainer.state.log_history)
     if table:

@@ -19,7 +19,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from finetune.config import ARGUMENT_CLASSES, EVAL_METRICS, TrainingArguments
+from finetune.config import ARGUMENT_CLASSES, EVAL_METRICS, MULTI_LABEL_EVAL_METRICS, TrainingArguments
 from finetune.errors import UserError
 
 
@@ -178,10 +178,11 @@ def select_gpus(gpus: str | None, use_cpu: bool) -> None:
 def preflight(training_args: TrainingArguments) -> None:
     """Checks that need no data: the best metric, a distributed launch that is not one, the output_dir."""
     metric = training_args.metric_for_best_model
-    if metric is not None and metric.removeprefix("eval_") not in EVAL_METRICS:
+    known = dict.fromkeys(EVAL_METRICS + MULTI_LABEL_EVAL_METRICS)
+    if metric is not None and metric.removeprefix("eval_") not in known:
         raise UserError(
             f"metric_for_best_model {metric!r} is not produced by evaluation; choose one of "
-            + ", ".join(f"eval_{name}" for name in EVAL_METRICS)
+            + ", ".join(f"eval_{name}" for name in known)
             + "."
         )
     if training_args.load_best_model_at_end and training_args.eval_strategy == "no":

@@ -8,7 +8,9 @@
 ``--model`` takes a run's output_dir (its best checkpoint), best/, checkpoint-N or any ``save_pretrained``
 directory. The output holds the input's columns plus ``label`` (the predicted label's name) and ``score`` (its
 probability); ``--top_k N`` adds the N most likely labels as ``top_k``, ``--top_k all`` every label's probability
-as ``probabilities``. Input columns that share these names are kept as ``input_<name>``.
+as ``probabilities``. A multi-label model gives ``labels`` (every label whose probability, a sigmoid, is over the
+model's threshold; possibly none) and ``scores`` instead of label and score. Input columns that share these names
+are kept as ``input_<name>``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from finetune.data.readers import (
     records_from_lines,
 )
 from finetune.errors import UserError
+from finetune.metrics import DEFAULT_THRESHOLD
 from finetune.models.bert import check_max_length
 
 # Texts are sorted by character length, then tokenized in groups of this many batches, each group sorted by
@@ -86,6 +89,7 @@ class Classifier:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    label_separator: str | None = None  # multi-label runs trained on labels split on it
     pad_to_multiple_of: int | None = None  # as in training: few distinct tensor shapes keep the heap from fragmenting
 
     @classmethod
@@ -123,8 +127,18 @@ class Classifier:
             text_column=data.get("text_column", "text"),
             text_pair_column=data.get("text_pair_column"),
             label_column=data.get("label_column", "label"),
+            label_separator=data.get("label_separator"),
             pad_to_multiple_of=data.get("pad_to_multiple_of"),
         )
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model.config.problem_type == "multi_label_classification"
+
+    @property
+    def threshold(self) -> float | None:
+        """Multi-label: the probability over which a label is predicted (saved by training); else None."""
+        return float(getattr(self.model.config, "threshold", DEFAULT_THRESHOLD)) if self.multi_label else None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -137,7 +151,8 @@ class Classifier:
     def probabilities(
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, progress: bool = False
     ) -> np.ndarray:
-        """Class probabilities, ``(len(texts), num_labels)``, row i for texts[i].
+        """Class probabilities, ``(len(texts), num_labels)``, row i for texts[i]: a softmax over the labels, or
+        for a multi-label model each label's sigmoid.
 
         The batcher sorts texts by length so each batch is padded little; the rows come back in input order.
         A background thread tokenizes and pads the next group of batches while the model runs on the current
@@ -160,7 +175,8 @@ class Classifier:
                     upcoming = tokenizing.submit(self.batches, texts, pairs, groups[index + 1], batch_size)
                 for rows, batch in batches:
                     logits = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
-                    probabilities[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+                    scores = torch.sigmoid(logits.double()) if self.multi_label else torch.softmax(logits.double(), -1)
+                    probabilities[rows] = scores.cpu().numpy()
                     bar.update(len(rows))
         return probabilities
 
@@ -207,14 +223,23 @@ class Classifier:
 
 
 def prediction_columns(
-    probabilities: np.ndarray, id2label: dict[int, str], top_k: int = 1
+    probabilities: np.ndarray, id2label: dict[int, str], top_k: int = 1, threshold: float | None = None
 ) -> tuple[list[str], list[dict]]:
-    """The columns prediction adds to each row: label and score, plus top_k (``top_k`` > 1) or probabilities (0)."""
-    names = ["label", "score"] + (["probabilities"] if top_k == 0 else ["top_k"] if top_k > 1 else [])
+    """The columns prediction adds to each row: label and score, or with a multi-label ``threshold`` labels and
+    scores (every label over it, most likely first); plus top_k (``top_k`` > 1) or probabilities (0)."""
+    names = ["label", "score"] if threshold is None else ["labels", "scores"]
+    names += ["probabilities"] if top_k == 0 else ["top_k"] if top_k > 1 else []
     columns = []
     for row in probabilities:
-        best = int(row.argmax())
-        values = {"label": id2label[best], "score": float(row[best])}
+        if threshold is None:
+            best = int(row.argmax())
+            values = {"label": id2label[best], "score": float(row[best])}
+        else:
+            chosen = [int(index) for index in np.argsort(-row, kind="stable") if row[index] > threshold]
+            values = {
+                "labels": [id2label[index] for index in chosen],
+                "scores": [float(row[index]) for index in chosen],
+            }
         if top_k == 0:
             values["probabilities"] = {id2label[index]: float(p) for index, p in enumerate(row)}
         elif top_k > 1:
@@ -457,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
                 texts = [record[text_column] for record in records]
                 pairs = [record[pair_column] for record in records] if pair_column else None
                 probabilities = classifier.probabilities(texts, pairs, args.batch_size)
-                added, predictions = prediction_columns(probabilities, classifier.id2label, args.top_k)
+                added, predictions = prediction_columns(
+                    probabilities, classifier.id2label, args.top_k, classifier.threshold
+                )
                 writer.write(merge_rows(records, predictions, added))
                 count += len(records)
                 bar.update(len(records))

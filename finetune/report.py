@@ -3,6 +3,7 @@ best checkpoint marked, saved as OUTPUT_DIR/curves.png, and a one-screen text su
 
     finetune report outputs/textcnn
     finetune report outputs/textcnn --output textcnn-curves.png
+    finetune report outputs/textcnn/checkpoint-120     # the run up to that step: outputs/textcnn/curves-checkpoint-120.png
 
 Training writes curves.png at the end of every run; this command redraws it and prints the summary.
 """
@@ -16,11 +17,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.checkpoints import BEST_FILE, read_best
+from finetune.checkpoints import (
+    BEST_FILE,
+    CHECKPOINT_NAME,
+    TRAINER_STATE_FILE,
+    TRAINING_ARGS_FILE,
+    read_arguments,
+    read_best,
+    run_arguments,
+)
 from finetune.cli import writable_file
 from finetune.errors import UserError
 
-STATE_FILE = "trainer_state.json"
 CURVES_FILE = "curves.png"
 # Logged by every evaluation but not a quality of the model.
 EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
@@ -53,11 +61,11 @@ class RunHistory:
 def read_history(output_dir: str | Path) -> RunHistory:
     """Reads a run's log history; the best step comes from best.json, else from the Trainer's state."""
     output_dir = Path(output_dir)
-    state_path = output_dir / STATE_FILE
+    state_path = output_dir / TRAINER_STATE_FILE
     if not state_path.is_file():
         seeds = sorted(path.name for path in output_dir.glob("seed-*"))
         hint = f" It holds the runs {', '.join(seeds)}: report on one of them." if seeds else ""
-        raise UserError(f"{output_dir} has no {STATE_FILE}; is it the output_dir of a finished run?{hint}")
+        raise UserError(f"{output_dir} has no {TRAINER_STATE_FILE}; is it the output_dir of a finished run?{hint}")
     state = json.loads(state_path.read_text(encoding="utf-8"))
     history = RunHistory(output_dir, global_step=state.get("global_step", 0), epoch=state.get("epoch") or 0.0)
     for entry in state.get("log_history", []):
@@ -77,7 +85,7 @@ def read_history(output_dir: str | Path) -> RunHistory:
     elif state.get("best_global_step") is not None:
         history.best_step = state["best_global_step"]
         history.best_checkpoint = Path(state.get("best_model_checkpoint") or "").name or None
-        history.best_value = state.get("best_metric")
+        history.best_metric, history.best_value = best_metric_name(output_dir), state.get("best_metric")
     results_path = output_dir / "all_results.json"
     if results_path.is_file():
         results = json.loads(results_path.read_text(encoding="utf-8"))
@@ -85,15 +93,32 @@ def read_history(output_dir: str | Path) -> RunHistory:
     return history
 
 
+def best_metric_name(directory: Path) -> str | None:
+    """The metric that chose the best checkpoint of a folder without best.json (a checkpoint-N): the
+    ``metric_for_best_model`` of the arguments saved with it, with the ``eval_`` prefix the Trainer adds."""
+    arguments = read_arguments(directory / TRAINING_ARGS_FILE) or run_arguments(directory).get("training", {})
+    name = arguments.get("metric_for_best_model")
+    return name if not name or name.startswith("eval_") else f"eval_{name}"
+
+
+def default_plot_path(directory: Path) -> Path:
+    """curves.png in a run's output_dir. For a checkpoint-N, curves-checkpoint-N.png beside it in the run's
+    output_dir: a checkpoint holds what resuming needs, the Trainer deletes it when it keeps only the last few,
+    and the run's own curves.png shows the whole run."""
+    if CHECKPOINT_NAME.fullmatch(directory.name):
+        return directory.parent / f"curves-{directory.name}.png"
+    return directory / CURVES_FILE
+
+
 def plot_curves(history: RunHistory, path: str | Path | None = None) -> Path:
     """Draws the loss curves (left) and eval metrics (right) against steps, the best step marked, into a PNG.
 
     Returns:
-        The PNG's path: ``path``, or curves.png in the run's output_dir.
+        The PNG's path: ``path``, or the default of :func:`default_plot_path`.
     """
     from matplotlib.figure import Figure  # the object API draws without a GUI backend or global state
 
-    path = Path(path) if path else history.output_dir / CURVES_FILE
+    path = Path(path) if path else default_plot_path(history.output_dir)
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     loss_axes, metric_axes = figure.subplots(1, 2)
     if history.train_loss:
@@ -213,7 +238,10 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Example: finetune report outputs/textcnn",
     )
     parser.add_argument("output_dir", help="output_dir of a run (it holds trainer_state.json), or a checkpoint-N")
-    parser.add_argument("--output", help="where to save the plot (default: OUTPUT_DIR/curves.png)")
+    parser.add_argument(
+        "--output",
+        help="where to save the plot (default: OUTPUT_DIR/curves.png; for RUN/checkpoint-N, RUN/curves-checkpoint-N.png)",
+    )
     return parser
 
 

@@ -28,18 +28,14 @@ from dataclasses import asdict
 from functools import partial
 
 import datasets
-import transformers
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
-from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finetune.checkpoints import (
     ARGS_FILE,
     BEST_DIR,
     BEST_FILE,
-    COMPLETE_FILE,
     EVALUATION_DIR,
-    mark_complete,
+    TRAINER_STATE_FILE,
     resolve_resume,
     stop_when_disk_full,
     write_json_atomically,
@@ -47,19 +43,16 @@ from finetune.checkpoints import (
 from finetune.config import DataArguments, ModelArguments, TrainingArguments
 from finetune.data import (
     BAD_ROWS_FILE,
-    LABELS,
     ClassificationCollator,
     RawData,
-    ShuffledLengthGroupedSampler,
     iter_texts,
-    token_lengths,
     write_bad_rows,
 )
-from finetune.data.prepared import prepare_data
-from finetune.data.sampler import column_array
+from finetune.data.prepared import PreparedData, prepare_data
 from finetune.data.splits import ReleaseMappedPages
 from finetune.embeddings import load_pretrained_embeddings, log_unknown_tokens, vectors_vocabulary
 from finetune.errors import UserError
+from finetune.labels import initial_threshold, settle_threshold, training_class_weights
 from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
@@ -72,82 +65,13 @@ from finetune.models.bert import (
 from finetune.models.heads import load_classifier
 from finetune.parsing import parse_args
 from finetune.report import CURVES_FILE, plot_curves, read_history
-from finetune.throughput import ThroughputCallback
 from finetune.tokenizer import build_vocab_tokenizer
+from finetune.trainer import ClassifierTrainer
 
 logger = logging.getLogger("finetune")
 
 SEEDS_FILE = "seeds_results.json"
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
-
-
-class Trainer(transformers.Trainer):
-    """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
-    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), marking each
-    checkpoint complete once all of its files are written (see finetune.checkpoints), and measuring
-    throughput (see ThroughputCallback, which it adds; ``self.throughput.totals`` after training)."""
-
-    def __init__(self, *args, callbacks: list | None = None, started: float | None = None, **kwargs):
-        self.started = started  # time.monotonic() when the command began; the first training step logs the time since
-        # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
-        self.throughput = ThroughputCallback()
-        super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
-        self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.started is not None:
-            logger.info("first training step, %.1f s after the arguments were read", time.monotonic() - self.started)
-            self.started = None
-        self.throughput.count_batch(inputs)
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def _run_epoch(self, *args, **kwargs):
-        # Resumed from the checkpoint at which the run ended (max_steps reached, or early stopping had fired):
-        # transformers' loop checks both only after a step, so it would train one step more.
-        if self.run_has_ended():
-            self.control.should_training_stop = True
-            return None
-        return super()._run_epoch(*args, **kwargs)
-
-    def run_has_ended(self) -> bool:
-        if 0 < self.state.max_steps <= self.state.global_step:
-            return True
-        return any(
-            isinstance(callback, EarlyStoppingCallback)
-            and callback.early_stopping_patience_counter >= callback.early_stopping_patience
-            for callback in self.callback_handler.callbacks
-        )
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset):
-            return super()._get_train_sampler(train_dataset)
-        return ShuffledLengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            lengths=token_lengths(dataset),
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            group_batches=self.args.length_group_batches,
-            bucket=getattr(self.data_collator, "pad_to_multiple_of", None) or 1,
-            labels=column_array(dataset, LABELS) if self.args.length_group_by_label else None,
-        )
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Saves the checkpoint, then marks it complete: a checkpoint cut short has no marker and is not resumed."""
-        checkpoint_dir = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.args.should_save:
-            (checkpoint_dir / COMPLETE_FILE).unlink(missing_ok=True)  # saved again: incomplete until done
-        with stop_when_disk_full(f"saving {checkpoint_dir.name} in {checkpoint_dir.parent}", "before it"):
-            super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_N.pth)
-        if self.args.should_save:
-            mark_complete(checkpoint_dir, self.state.global_step)
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            output_dir = Path(output_dir or self.args.output_dir)
-            (output_dir / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-            (output_dir / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
 
 
 def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
@@ -183,6 +107,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             cache_dir=model_args.model_cache_dir,
             trust_remote_code=model_args.trust_remote_code,
             textcnn=model_args.model_type == "textcnn",
+            problem_type=problem_type(raw),
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
             model.resize_token_embeddings(len(tokenizer))
@@ -201,15 +126,20 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         num_labels=len(raw.label_list),
         id2label=raw.id2label,
         label2id=raw.label2id,
+        problem_type=problem_type(raw),
     )
     return TextCNNForSequenceClassification(config)
 
 
+def problem_type(data: RawData | PreparedData) -> str:
+    return "multi_label_classification" if data.multi_label else "single_label_classification"
+
+
 def make_trainer(
-    model, training_args, splits: dict, tokenizer, collator, compute_metrics=None, started=None
-) -> Trainer:
+    model, training_args, splits: dict, tokenizer, collator, compute_metrics=None, started=None, class_weights=None
+) -> ClassifierTrainer:
     """The Trainer of a run on its train and validation splits, with the callbacks every run has."""
-    return Trainer(
+    return ClassifierTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -219,6 +149,7 @@ def make_trainer(
         compute_metrics=compute_metrics,
         callbacks=run_callbacks(training_args, splits.values()),
         started=started,
+        class_weights=class_weights,
     )
 
 
@@ -249,7 +180,7 @@ def clear_previous_run(output_dir: Path, keep: Collection[str] = ()) -> None:
     for seed_run in output_dir.glob("seed-*"):
         if seed_run.name not in keep:
             shutil.rmtree(seed_run)
-    for name in (BEST_FILE, SEEDS_FILE, BAD_ROWS_FILE, "trainer_state.json", CURVES_FILE, *RESULT_FILES):
+    for name in (BEST_FILE, SEEDS_FILE, BAD_ROWS_FILE, TRAINER_STATE_FILE, CURVES_FILE, *RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -266,7 +197,7 @@ def arguments_as_json(model_args: ModelArguments, data_args: DataArguments, trai
     )
 
 
-def save_best(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, arguments: str) -> dict:
+def save_best(trainer: ClassifierTrainer, tokenizer: PreTrainedTokenizerBase, arguments: str) -> dict:
     """Writes best/ (the model the Trainer loaded at the end, its tokenizer, the run's ``arguments`` as JSON);
     returns best.json's content, which names its checkpoint. best.json itself is written last, when the run is
     complete (see ``train``)."""
@@ -341,15 +272,21 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             clear_previous_run(output_dir)
     if prepared.bad_rows and training_args.should_save:
         write_bad_rows(prepared.bad_rows, output_dir)
+    multi_label, labels = prepared.multi_label, prepared.label_list
+    weights = training_class_weights(training_args, tokenized["train"], labels, multi_label)
     collator = ClassificationCollator(
         tokenizer,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
         min_length=max(model.config.kernel_sizes) if model.config.model_type == "textcnn" else 0,
+        num_labels=len(labels) if multi_label else None,
     )
-    trainer = make_trainer(model, training_args, tokenized, tokenizer, collator, compute_metrics, started)
+    metrics = partial(compute_metrics, threshold=initial_threshold(training_args.threshold))
+    trainer = make_trainer(model, training_args, tokenized, tokenizer, collator, metrics, started, weights)
 
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
+    if multi_label:  # before best/ is saved: the model's config keeps the threshold
+        settle_threshold(trainer, tokenized["validation"], training_args.threshold)
     with stop_when_disk_full(f"writing the results and {BEST_DIR}/ in {output_dir}", "of the run"):
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
@@ -365,9 +302,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         test_metrics = trainer.predict(tokenized["test"], metric_key_prefix="test").metrics
         test_metrics["test_samples"] = len(tokenized["test"])
         trainer.save_metrics("test", test_metrics)
+        first = "subset_accuracy" if multi_label else "accuracy"
         logger.info(
-            "test: accuracy %.4f, macro-F1 %.4f, loss %.4f",
-            test_metrics["test_accuracy"],
+            "test: %s %.4f, macro-F1 %.4f, loss %.4f",
+            first.replace("_", " "),
+            test_metrics[f"test_{first}"],
             test_metrics["test_f1"],
             test_metrics["test_loss"],
         )

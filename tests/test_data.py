@@ -462,7 +462,8 @@ def test_length_groups_by_label_give_each_batch_its_groups_label_mix():
 
 def test_fast_readers_give_what_the_row_reader_gives(reviews, tmp_path):
     # The row reader (Python, line by line) is the oracle: on clean files the fast readers must read the same rows.
-    from finetune.data.readers import Columns, fast_batches, row_reader_batches
+    from finetune.data.fast_readers import fast_batches
+    from finetune.data.readers import Columns, row_reader_batches
 
     rows = read_jsonl(reviews["train"])
     rows[0]["text"] = 'a text with, a comma, "quotes", a tab\there and a line\nbreak'
@@ -481,12 +482,12 @@ def test_fast_readers_give_what_the_row_reader_gives(reviews, tmp_path):
 
 
 def test_a_large_file_is_read_in_bounded_batches(tmp_path, monkeypatch):
-    import finetune.data.readers as readers
+    import finetune.data.fast_readers as fast_readers
 
-    monkeypatch.setattr(readers, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(fast_readers, "BLOCK_BYTES", 4096)
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"text": f"text {i}", "label": i % 2}) + "\n" for i in range(3000)))
-    batches = list(readers.fast_batches(path, "jsonl", readers.Columns(["text"], "label")))
+    batches = list(fast_readers.fast_batches(path, "jsonl", fast_readers.Columns(["text"], "label")))
     assert len(batches) > 10 and max(batch.num_rows for batch in batches) < 300
     assert sum(batch.num_rows for batch in batches) == 3000
     assert batches[-1].column("label").to_pylist()[-1] == 1
@@ -517,7 +518,7 @@ def test_char_vocabulary_is_what_the_word_level_trainer_learns(min_frequency, ma
 
 
 def test_only_the_block_with_a_bad_row_is_read_row_by_row(tmp_path, monkeypatch):
-    import finetune.data.readers as readers
+    import finetune.data.fast_readers as readers
 
     monkeypatch.setattr(readers, "BLOCK_BYTES", 4096)
     rows = [json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) for i in range(3000)]

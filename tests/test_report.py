@@ -72,6 +72,21 @@ def test_report_marks_the_best_step_of_best_json(run, tmp_path, capsys):
     assert len(summary.splitlines()) <= 25, "one screen"
 
 
+def test_report_on_a_checkpoint_names_the_metric_and_writes_beside_the_run(run, capsys):
+    last = max(run.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    run_curves = (run / "curves.png").read_bytes()
+
+    assert report_main([str(last)]) == 0
+    summary = capsys.readouterr().out
+    best = f"checkpoint-{state['best_global_step']} at step {state['best_global_step']}"
+    assert f"{best}: eval_loss {state['best_metric']:.4f}" in summary
+    assert f"curves     {run / f'curves-{last.name}.png'}" in summary
+    assert_real_png(run / f"curves-{last.name}.png")
+    assert not (last / "curves.png").exists(), "a checkpoint holds what resuming needs, and is deleted in rotation"
+    assert (run / "curves.png").read_bytes() == run_curves, "the whole run's curves stay"
+
+
 def test_report_errors(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 2
     assert "has no trainer_state.json" in capsys.readouterr().err
@@ -112,6 +127,7 @@ def test_model_card(run):
     assert f"- Accuracy: {results['test_accuracy']:.4f}" in body.split("on the test set")[1]
     assert f"- Loss: {results['eval_loss']:.4f}" in body
     assert "- learning_rate: 0.005" in body
+    assert "- min_frequency: 1\n" in body and "extend_vocabulary" not in body, "a TextCNN's vocabulary is its own"
     assert "import finetune" in body
 
 

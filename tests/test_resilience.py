@@ -44,10 +44,11 @@ SHORT_RUN = [
 KILL_WHILE_SAVING = """
 import os, signal, sys
 import finetune.train as train_module
+import finetune.trainer as trainer_module
 from finetune.cli import run_command
 
 kill_at_step = int(sys.argv[1])
-mark_complete = train_module.mark_complete
+mark_complete = trainer_module.mark_complete
 
 
 def mark_complete_or_die(checkpoint_dir, step):
@@ -56,7 +57,7 @@ def mark_complete_or_die(checkpoint_dir, step):
     mark_complete(checkpoint_dir, step)
 
 
-train_module.mark_complete = mark_complete_or_die
+trainer_module.mark_complete = mark_complete_or_die
 sys.exit(run_command(train_module.main, sys.argv[2:]))
 """
 

@@ -62,3 +62,5 @@ def test_training_with_extended_vocabulary_saves_resized_embeddings(reviews, dat
     weights = load_file(best / "model.safetensors")
     embedding = next(tensor for name, tensor in weights.items() if name.endswith("word_embeddings.weight"))
     assert embedding.shape[0] == len(tokenizer)
+    hyperparameters = (best / "README.md").read_text(encoding="utf-8").split("### Training hyperparameters")[1]
+    assert "- extend_vocabulary: 100\n" in hyperparameters and "- min_frequency: 1\n" in hyperparameters

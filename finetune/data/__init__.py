@@ -1,12 +1,13 @@
 """Data: local files -> Arrow datasets, label maps, splits, tokenization into the datasets cache, the collator.
 
-    readers.py    files into Arrow batches (fast readers, and a line-numbered row reader for bad rows)
-    splits.py     train / validation / test, the label list, the held-out validation split
+    fast_readers.py  clean files into Arrow batches (pyarrow's csv and json readers, parquet, txt lines)
+    readers.py    the line-numbered row reader and row checks, for files with bad rows
+    splits.py     train / validation / test, the label list (lists of labels: multi-label), the validation split
     keys.py       every cache key: the prepared-data key and the fingerprint of a tokenized split
     tokenize.py   Dataset.map into the cache, with a manifest per entry
     prepared.py   a warm run: tokenizer and tokenized splits straight from the cache
     sampler.py    length-grouped batches, lengths from Arrow
-    collate.py    dynamic padding
+    collate.py    dynamic padding, multi-hot labels
 
 Files are read here rather than by ``datasets.load_dataset`` so that every error names the file and line, and
 so that the rows tokenized are always the file's current content (``load_dataset`` keys local files by

@@ -1,4 +1,4 @@
-"""The collator: dynamic padding, with a floor for TextCNN's widest convolution."""
+"""The collator: dynamic padding, with a floor for TextCNN's widest convolution, and multi-hot labels."""
 
 from __future__ import annotations
 
@@ -12,17 +12,27 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 @dataclass
 class ClassificationCollator:
     """Pads each batch to its longest example (or a multiple of ``pad_to_multiple_of``), and to at least
-    ``min_length`` tokens, which TextCNN needs: its widest convolution must fit."""
+    ``min_length`` tokens, which TextCNN needs: its widest convolution must fit. With ``num_labels`` (multi-label
+    data, whose rows hold lists of label ids), labels become float multi-hot rows of that width."""
 
     tokenizer: PreTrainedTokenizerBase
     pad_to_multiple_of: int | None = None
     min_length: int = 0
+    num_labels: int | None = None
 
     def __post_init__(self):
         self.pad = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        multi_hot = None
+        if self.num_labels and features and isinstance(features[0].get("labels"), list):
+            multi_hot = torch.zeros(len(features), self.num_labels)
+            for row, feature in enumerate(features):
+                multi_hot[row, feature["labels"]] = 1.0
+            features = [{name: value for name, value in feature.items() if name != "labels"} for feature in features]
         batch = self.pad(features)
+        if multi_hot is not None:
+            batch["labels"] = multi_hot
         shortfall = self.min_length - batch["input_ids"].shape[1]
         if shortfall > 0:
             fill = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}

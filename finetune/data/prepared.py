@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict, List, concatenate_datasets
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune import cache
 from finetune.config import DataArguments, ModelArguments
 from finetune.data import keys
-from finetune.data.splits import RawData, load_raw_splits, release_mapped_pages
+from finetune.data.splits import LABELS, RawData, load_raw_splits, release_mapped_pages
 from finetune.data.tokenize import tokenize_splits
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,11 @@ class PreparedData:
 
     id2label = RawData.id2label
     label2id = RawData.label2id
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each row has a list of labels (see RawData)."""
+        return isinstance(self.splits["train"].features[LABELS], List)
 
 
 def load_prepared(cache_dir: Path, key: str) -> PreparedData | None:

@@ -1,10 +1,9 @@
-"""Data files into Arrow: a fast reader per format, and a line-numbered reader for files that need a closer look.
+"""Data files, record by record: the line-numbered row reader, the row checks, and bad rows.
 
-Every file is read in bounded pieces and never whole. The fast readers (pyarrow's csv and json parsers, parquet
-batches, and vectorised line splitting for txt) handle clean files, and any row they cannot judge (broken csv or
-JSON, invalid UTF-8, a missing or empty value, a label of another type) sends the whole file to the row reader.
-The row reader parses it in Python, line by line, so that each bad row is named by file and line, or, with
-``bad_rows: skip``, left out and recorded. Only files with a problem pay for that.
+Every file is read in bounded pieces and never whole. The fast readers (fast_readers.py) handle clean files, and
+any row they cannot judge sends the file to the row reader here, which parses it in Python, line by line, so that
+each bad row is named by file and line, or, with ``bad_rows: skip``, left out and recorded. Only files with a
+problem pay for that.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from finetune.errors import UserError
 
@@ -31,6 +29,7 @@ BAD_ROWS_FILE = "bad_rows.jsonl"  # in output_dir: the rows left out with bad_ro
 BLOCK_BYTES = 16 << 20  # bytes of text parsed at a time
 BATCH_ROWS = 10_000  # rows per Arrow batch on the row reader and for parquet
 INTEGER = r"^\s*-?[0-9]+\s*$"
+LABEL_KINDS = ("str", "int", "list")  # a label: a name, an integer, or (multi-label) a list of them
 
 
 def file_format(path: str | Path) -> str:
@@ -287,14 +286,20 @@ def delimited_records(
 # Checking records and turning them into Arrow
 
 
-def row_problem(record: dict, columns: Sequence[str], label_column: str | None) -> str | None:
-    """What makes a row unusable: a missing or empty column, a text that is not text."""
-    for column in columns:
+def row_problem(record: dict, columns: Columns) -> str | None:
+    """What makes a row unusable: a missing or empty column, a text that is not text, a label list with an item
+    that is not a label. An empty label is a valid one (no label) where ``columns.label_may_be_empty``."""
+    for column in columns.wanted:
         value = record.get(column)
-        if value is None or (isinstance(value, str) and not value.strip()):
+        empty_allowed = column == columns.label and columns.label_may_be_empty
+        if value is None or (isinstance(value, str) and not value.strip() and not empty_allowed):
             return f"empty {column!r}." if column in record else f"no {column!r}."
-        if column != label_column and not isinstance(value, str):
+        if column != columns.label and not isinstance(value, str):
             return f"{column!r} must be text, found {value!r}."
+        if column == columns.label and isinstance(value, list):
+            wrong = [item for item in value if label_kind(item) not in ("str", "int") or not str(item).strip()]
+            if wrong:
+                return f"label list {value!r} holds {wrong[0]!r}; its items must be label names or integers."
     return None
 
 
@@ -308,6 +313,7 @@ class Columns:
 
     texts: list[str]
     label: str | None = None
+    label_may_be_empty: bool = False  # multi-label data with a label_separator: an empty label means no label
 
     @property
     def wanted(self) -> list[str]:
@@ -334,7 +340,7 @@ def checked_records(
             "Set text_column / label_column to the names your file uses."
         )
     for number, record in [*first, *records]:
-        problem = row_problem(record, columns.wanted, columns.label)
+        problem = row_problem(record, columns)
         if problem:
             bad_rows.report(path, number, problem)
             continue
@@ -354,8 +360,10 @@ def row_reader_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRow
         label_kinds = Counter(
             label_kind(record[columns.label]) for _, record in checked_records(path, kind, columns, BadRows("skip"))
         )
-        if label_kinds and label_kinds.most_common(1)[0][0] not in ("str", "int"):
-            raise UserError(f"{path}: labels must be strings or integers, found {label_kinds.most_common(1)[0][0]}.")
+        if label_kinds and label_kinds.most_common(1)[0][0] not in LABEL_KINDS:
+            raise UserError(
+                f"{path}: labels must be strings, integers or lists of them, found {label_kinds.most_common(1)[0][0]}."
+            )
     values: dict[str, list] = {column: [] for column in columns.wanted}
     for _, record in checked_records(path, kind, columns, bad_rows, label_kinds):
         for column in columns.wanted:
@@ -368,173 +376,13 @@ def row_reader_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRow
 
 
 def arrow_batch(values: dict[str, list], columns: Columns) -> pa.Table:
+    """Checked rows as Arrow: texts as strings, labels as strings, 64-bit integers or lists of strings."""
     types = {column: pa.string() for column in columns.texts}
     if columns.label:
-        types[columns.label] = pa.int64() if isinstance(values[columns.label][0], int) else pa.string()
-    return pa.table({column: pa.array(values[column], types[column]) for column in columns.wanted})
-
-
-# The fast readers
-
-
-class NeedsRowReader(Exception):
-    """A fast reader met a row it cannot judge; the file is read again by the row reader."""
-
-
-class BlockNeedsRowReader(NeedsRowReader):
-    """A block of whole lines holds a row the fast reader cannot judge; that block alone can be read row by row."""
-
-
-def text_blocks(path: Path) -> Iterator[bytes]:
-    """The file's bytes in blocks of whole lines (about BLOCK_BYTES each), without a byte-order mark. A line that
-    ends in \\r alone is NeedsRowReader: lines are counted by \\n."""
-    with open(path, "rb") as handle:
-        rest = handle.read(len(codecs.BOM_UTF8)).removeprefix(codecs.BOM_UTF8)
-        while True:
-            more = handle.read(BLOCK_BYTES)
-            block = rest + more
-            end = block.rfind(b"\n") + 1 if more else len(block)  # at the end of the file: all that is left
-            if more and end == 0:
-                rest = block
-                continue
-            if block.count(b"\r", 0, end) != block.count(b"\r\n", 0, end):
-                raise NeedsRowReader("a line that ends in \\r alone")
-            if end:
-                yield block[:end]
-            if not more:
-                return
-            rest = block[end:]
-
-
-def checked_table(table: pa.Table, columns: Columns) -> pa.Table:
-    """The wanted columns, text as strings and labels as strings or 64-bit integers; NeedsRowReader when a value is
-    missing, empty or of another type."""
-    result = {}
-    for column in columns.wanted:
-        if column not in table.column_names:
-            raise NeedsRowReader(f"no column {column!r}")
-        values = table.column(column)
-        if values.null_count:
-            raise BlockNeedsRowReader(f"a missing {column!r}")
-        if pa.types.is_integer(values.type) and column == columns.label:
-            values = values.cast(pa.int64())
-        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            values = values.cast(pa.string())
-            if len(values) and pc.any(pc.equal(pc.utf8_trim_whitespace(values), "")).as_py():
-                raise BlockNeedsRowReader(f"an empty {column!r}")
+        first = values[columns.label][0]
+        if isinstance(first, list):
+            types[columns.label] = pa.list_(pa.string())
+            values = {**values, columns.label: [[str(item) for item in items] for items in values[columns.label]]}
         else:
-            raise BlockNeedsRowReader(f"{column!r} of type {values.type}")
-        result[column] = values
-    return pa.table(result)
-
-
-def jsonl_block(block: bytes, columns: Columns) -> pa.Table:
-    import pyarrow.json as pj
-
-    for label_type in [pa.string(), pa.int64()] if columns.label else [None]:
-        fields = [(column, pa.string()) for column in columns.texts]
-        fields += [(columns.label, label_type)] if columns.label else []
-        options = pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
-        try:
-            table = pj.read_json(io.BytesIO(block), parse_options=options)
-        except (pa.ArrowInvalid, UnicodeDecodeError):
-            continue
-        return checked_table(table, columns)
-    raise BlockNeedsRowReader("a line pyarrow's JSON reader does not take")
-
-
-def txt_block(block: bytes, columns: Columns) -> pa.Table:
-    if len(columns.texts) > 1:
-        raise NeedsRowReader("txt files hold one text a line")
-    try:
-        text = pa.array([block], pa.binary()).cast(pa.string())
-    except pa.ArrowInvalid:
-        raise BlockNeedsRowReader("invalid UTF-8") from None
-    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-    lines = pc.replace_substring_regex(lines, r"\r$", "")
-    lines = lines.filter(pc.not_equal(pc.utf8_trim_whitespace(lines), ""))
-    if columns.label is None:
-        return checked_table(pa.table({columns.texts[0]: lines}), columns)
-    parts = pc.split_pattern(lines, "\t", max_splits=1, reverse=True)
-    if len(parts) and pc.any(pc.less(pc.list_value_length(parts), 2)).as_py():
-        raise BlockNeedsRowReader("a line without a tab")
-    texts, labels = pc.list_element(parts, 0), pc.list_element(parts, 1)
-    return checked_table(pa.table({columns.texts[0]: texts, columns.label: labels}), columns)
-
-
-def line_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRows | None) -> Iterator[pa.Table]:
-    """jsonl and txt, a block of whole lines at a time. A block after the first with a row the fast reader cannot
-    judge is read row by row on its own (with ``bad_rows``), so that only such blocks become Python objects; a
-    problem in the first block (a misnamed column, say) sends the whole file to the row reader."""
-    parse = txt_block if kind == "txt" else jsonl_block
-    lines_before = 0
-    for index, block in enumerate(text_blocks(path)):
-        try:
-            table = parse(block, columns)
-        except BlockNeedsRowReader:
-            if index == 0 or bad_rows is None:
-                raise
-            table = row_block(block, lines_before, path, kind, columns, bad_rows)
-        if table is not None:
-            yield table
-        lines_before += block.count(b"\n")
-
-
-def row_block(
-    block: bytes, lines_before: int, path: Path, kind: str, columns: Columns, bad_rows: BadRows
-) -> pa.Table | None:
-    """The usable rows of one block, read record by record; each bad row is reported with its line in the file.
-    Labels of two types are NeedsRowReader: the whole file's majority decides which are bad."""
-    lines = numbered_lines(io.BytesIO(block), path, bad_rows, start=lines_before)
-    records = records_from_lines(lines, kind, path, bad_rows, columns.texts[0], columns.label or "label")
-    values: dict[str, list] = {column: [] for column in columns.wanted}
-    for number, record in records:
-        problem = row_problem(record, columns.wanted, columns.label)
-        if problem:
-            bad_rows.report(path, number, problem)
-            continue
-        for column in columns.wanted:
-            values[column].append(record[column])
-    if not values[columns.wanted[0]]:
-        return None
-    if columns.label:
-        kinds = {label_kind(label) for label in values[columns.label]}
-        if len(kinds) > 1 or not kinds <= {"str", "int"}:
-            raise NeedsRowReader(f"labels of type {', '.join(sorted(kinds))}")
-    return arrow_batch(values, columns)
-
-
-def delimited_batches(path: Path, columns: Columns, delimiter: str) -> Iterator[pa.Table]:
-    import pyarrow.csv as pcsv
-
-    reader = pcsv.open_csv(
-        path,
-        read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(
-            column_types={column: pa.string() for column in columns.wanted}, include_columns=columns.wanted
-        ),
-    )
-    for batch in reader:
-        yield checked_table(pa.Table.from_batches([batch]), columns)
-
-
-def parquet_table_batches(path: Path, columns: Columns) -> Iterator[pa.Table]:
-    for batch in parquet_batches(path, columns.wanted):
-        yield checked_table(pa.Table.from_batches([batch]), columns)
-
-
-def fast_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRows | None = None) -> Iterator[pa.Table]:
-    """The file as Arrow batches of the wanted columns, when every row is usable; else NeedsRowReader. With
-    ``bad_rows``, a jsonl or txt block with bad rows after the first is read row by row on its own instead."""
-    try:
-        if kind in ("csv", "tsv"):
-            yield from delimited_batches(path, columns, "," if kind == "csv" else "\t")
-        elif kind == "parquet":
-            yield from parquet_table_batches(path, columns)
-        elif kind in ("txt", "jsonl") or first_character(path) != "[":
-            yield from line_batches(path, "txt" if kind == "txt" else "jsonl", columns, bad_rows)
-        else:  # one JSON array: decoded object by object
-            raise NeedsRowReader("a JSON array")
-    except pa.ArrowInvalid as error:  # pyarrow's csv reader: a broken row, invalid UTF-8, a missing column
-        raise NeedsRowReader(str(error)) from None
+            types[columns.label] = pa.int64() if isinstance(first, int) else pa.string()
+    return pa.table({column: pa.array(values[column], types[column]) for column in columns.wanted})

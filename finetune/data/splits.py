@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -25,16 +26,8 @@ from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
 from finetune.config import DataArguments
-from finetune.data.readers import (
-    BAD_ROWS_FILE,
-    INTEGER,
-    BadRows,
-    Columns,
-    NeedsRowReader,
-    fast_batches,
-    file_format,
-    row_reader_batches,
-)
+from finetune.data.fast_readers import NeedsRowReader, fast_batches
+from finetune.data.readers import BAD_ROWS_FILE, INTEGER, BadRows, Columns, file_format, row_reader_batches
 from finetune.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +79,9 @@ class RawData:
     """The splits as read, with the label list found in the training data.
 
     ``splits`` hold the text column(s) and the label column as the files have them; ``label_forms`` says how each
-    split's labels read as label values: ``int``, ``integer-text`` (csv or txt integers) or ``text``.
+    split's labels read as label values: ``int``, ``integer-text`` (csv or txt integers), ``text`` or ``list``
+    (lists of label names). A run is multi-label when the training labels are lists or ``label_separator`` is
+    set; its label values are strings, and each row has a list of them (possibly empty).
     """
 
     splits: DatasetDict
@@ -95,6 +90,8 @@ class RawData:
     label_column: str = "label"
     label_forms: dict[str, str] = field(default_factory=dict)
     folder: Path | None = None  # the temporary folder of the raw Arrow files
+    multi_label: bool = False
+    label_separator: str | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -105,10 +102,21 @@ class RawData:
         return {str(label): index for index, label in enumerate(self.label_list)}
 
     def label_ids(self, split: str, labels: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """The label ids of a split's label values, as 64-bit integers (-1 for a label not in the list)."""
+        """The label ids of a split's label values, as 64-bit integers (-1 for a label not in the list); for
+        multi-label data, a list of them per row."""
+        if self.multi_label:
+            lists = label_lists(labels, self.label_forms[split], self.label_separator)
+            ids = pc.fill_null(pc.index_in(lists.values, value_set=pa.array(self.label_list, pa.string())), -1)
+            return pa.ListArray.from_arrays(lists.offsets, ids.cast(pa.int64()))
         values = normalized_labels(labels, self.label_forms[split])
         ids = pc.index_in(values, value_set=pa.array(self.label_list, values.type))
         return pc.fill_null(ids, -1).cast(pa.int64())
+
+    def values(self, split: str, labels: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        """A split's label values: one per row, or every item of every row's list for multi-label data."""
+        if self.multi_label:
+            return label_lists(labels, self.label_forms[split], self.label_separator).values
+        return normalized_labels(labels, self.label_forms[split])
 
     def close(self) -> None:
         """Removes the raw Arrow files (the tokenized splits do not need them)."""
@@ -122,6 +130,35 @@ def normalized_labels(labels: pa.Array | pa.ChunkedArray, form: str) -> pa.Array
         return labels
     trimmed = pc.utf8_trim_whitespace(labels)
     return trimmed.cast(pa.int64()) if form == "integer-text" else trimmed
+
+
+def label_lists(labels: pa.Array | pa.ChunkedArray, form: str, separator: str | None) -> pa.ListArray:
+    """Multi-label values: each row's labels as a list of strings, white space trimmed and empty items dropped.
+    Lists stay lists; a string is split on ``separator`` (or is a list of one without it); an integer is a list of
+    one. So ``"体育, 财经"``, ``["体育", "财经"]`` and ``""`` (no label) all read as lists."""
+    labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
+    if form == "list":
+        lists = labels.cast(pa.list_(pa.string()))
+        items, rows = pc.list_flatten(lists), pc.list_parent_indices(lists)
+    else:
+        text = labels.cast(pa.string())
+        if separator:
+            lists = pc.split_pattern(text, separator)
+            items, rows = pc.list_flatten(lists), pc.list_parent_indices(lists)
+        else:
+            items, rows = text, pa.array(np.arange(len(text)))
+    items = pc.utf8_trim_whitespace(items)
+    kept = pc.not_equal(items, "")
+    counts = np.bincount(rows.filter(kept).to_numpy(), minlength=len(labels))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), items.filter(kept))
+
+
+def sorted_labels(values: set, multi_label: bool) -> list:
+    """The label list: sorted, and for multi-label data (whose labels are strings) integers in numeric order."""
+    if multi_label and values and all(re.fullmatch(INTEGER, value) for value in values):
+        return sorted(values, key=int)
+    return sorted(values)
 
 
 def write_arrow(batches: Iterator[pa.Table], target: Path, columns: Columns) -> tuple[int, str]:
@@ -142,6 +179,8 @@ def write_arrow(batches: Iterator[pa.Table], target: Path, columns: Columns) -> 
         if rows == 0:
             raise NeedsRowReader("no rows")
         writer.finalize()
+    if columns.label and pa.types.is_list(schema.field(columns.label).type):
+        return rows, "list"
     if not columns.label or pa.types.is_integer(schema.field(columns.label).type):
         return rows, "int"
     return rows, "integer-text" if integer_text else "text"
@@ -187,7 +226,11 @@ def read_examples(
         dataset, form = read_file(path, columns, bad_rows or BadRows(), Path(folder))
         table = dataset.data.table
         values = {column: table.column(column).to_pylist() for column in columns.texts}
-        if columns.label:
+        if columns.label and (form == "list" or columns.label_may_be_empty):
+            values[columns.label] = label_lists(
+                table.column(columns.label), form, data_args.label_separator
+            ).to_pylist()
+        elif columns.label:
             values[columns.label] = normalized_labels(table.column(columns.label), form).to_pylist()
         del dataset, table
     return values
@@ -195,15 +238,14 @@ def read_examples(
 
 def data_columns(data_args: DataArguments, with_labels: bool = True) -> Columns:
     texts = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
-    return Columns(texts, data_args.label_column if with_labels else None)
+    return Columns(texts, data_args.label_column if with_labels else None, bool(data_args.label_separator))
 
 
 def label_values(raw: RawData, split: str) -> set:
     """The distinct label values of a split."""
     values: set = set()
     for batch in arrow_batches(raw.splits[split], [raw.label_column]):
-        labels = normalized_labels(batch.column(raw.label_column), raw.label_forms[split])
-        values.update(pc.unique(labels).to_pylist())
+        values.update(pc.unique(raw.values(split, batch.column(raw.label_column))).to_pylist())
     return values
 
 
@@ -228,7 +270,14 @@ def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path |
     root = cache.cache_directory(cache_dir if cache_dir is not None else data_args.cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=RAW_PREFIX, dir=root))
-    raw = RawData(DatasetDict(), [], bad_rows.rows, label_column=data_args.label_column, folder=folder)
+    raw = RawData(
+        DatasetDict(),
+        [],
+        bad_rows.rows,
+        label_column=data_args.label_column,
+        folder=folder,
+        label_separator=data_args.label_separator,
+    )
     weakref.finalize(raw, shutil.rmtree, folder, ignore_errors=True)
     columns = data_columns(data_args)
     if data_args.dataset_name:
@@ -239,7 +288,14 @@ def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path |
             if path:
                 raw.splits[split], raw.label_forms[split] = read_file(path, columns, bad_rows, folder)
 
-    label_list = sorted(label_values(raw, "train"))  # sorted for determinism
+    raw.multi_label = bool(data_args.label_separator) or raw.label_forms["train"] == "list"
+    if not raw.multi_label and "list" in raw.label_forms.values():
+        split = next(split for split, form in raw.label_forms.items() if form == "list")
+        raise UserError(
+            f"{split} labels are lists but training labels are not: give the training data lists of labels too "
+            "(a multi-label run), or one label per row everywhere."
+        )
+    label_list = sorted_labels(label_values(raw, "train"), raw.multi_label)  # sorted for determinism
     if len(label_list) < 2:
         raise UserError(f"Training data has {len(label_list)} distinct label(s); a classifier needs at least 2.")
     raw.label_list = label_list
@@ -249,8 +305,9 @@ def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path |
 
     if "validation" not in raw.splits:
         raw.label_forms["validation"] = raw.label_forms["train"]
+        label_ids = None if raw.multi_label else label_id_array(raw, "train")
         raw.splits["train"], raw.splits["validation"] = hold_out(
-            raw.splits["train"], label_id_array(raw, "train"), data_args.validation_split_percentage, seed
+            raw.splits["train"], label_ids, data_args.validation_split_percentage, seed
         )
     for split, limit in (
         ("train", data_args.max_train_samples),
@@ -277,15 +334,17 @@ def check_labels_seen(raw: RawData, split: str) -> None:
         )
 
 
-def hold_out(train: Dataset, label_ids: np.ndarray, percentage: int, seed: int) -> tuple[Dataset, Dataset]:
+def hold_out(train: Dataset, label_ids: np.ndarray | None, percentage: int, seed: int) -> tuple[Dataset, Dataset]:
     """Splits a validation set off the training data, stratified by label when every class allows it: each class
-    gives ``percentage`` of its rows (rounded, at least one). Both parts keep the file's order."""
+    gives ``percentage`` of its rows (rounded, at least one). Without ``label_ids`` (multi-label data), or when a
+    class has a single row, the rows are drawn at random. Both parts keep the file's order."""
     generator = np.random.default_rng(seed)
-    counts = np.bincount(label_ids)
-    if (counts[counts > 0] < 2).any():
-        logger.warning("Some label has too few examples to stratify the validation split; splitting at random.")
-        size = math.ceil(len(label_ids) * percentage / 100)
-        chosen = generator.permutation(len(label_ids))[:size]
+    counts = np.bincount(label_ids) if label_ids is not None else None
+    if counts is None or (counts[counts > 0] < 2).any():
+        if counts is not None:
+            logger.warning("Some label has too few examples to stratify the validation split; splitting at random.")
+        size = math.ceil(len(train) * percentage / 100)
+        chosen = generator.permutation(len(train))[:size]
     else:
         by_label = np.argsort(label_ids, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)])
@@ -297,7 +356,7 @@ def hold_out(train: Dataset, label_ids: np.ndarray, percentage: int, seed: int) 
                 for label in np.flatnonzero(counts)
             ]
         )
-    in_validation = np.zeros(len(label_ids), dtype=bool)
+    in_validation = np.zeros(len(train), dtype=bool)
     in_validation[chosen] = True
     return train.select(np.flatnonzero(~in_validation)), train.select(np.flatnonzero(in_validation))
 
@@ -318,7 +377,8 @@ def read_hub_splits(raw: RawData, data_args: DataArguments, columns: Columns) ->
                 raise UserError(f"Dataset {data_args.dataset_name!r} has no column {', '.join(missing)}.")
             raw.splits[split] = dataset.select_columns(columns.wanted)
             label_type = dataset.data.schema.field(columns.label).type
-            raw.label_forms[split] = "int" if pa.types.is_integer(label_type) else "text"
+            forms = {pa.types.is_integer(label_type): "int", pa.types.is_list(label_type): "list"}
+            raw.label_forms[split] = forms.get(True, "text")
     if "train" not in raw.splits:
         raise UserError(f"Dataset {data_args.dataset_name!r} has no train split.")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import tokenizers
-from datasets import ClassLabel, DatasetDict, Features, Sequence, Value
+from datasets import ClassLabel, DatasetDict, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 from transformers.tokenization_utils_base import TruncationStrategy
 from transformers.utils import PaddingStrategy
@@ -89,9 +89,11 @@ def unpadded_columns(
     return {name: columns[name] for name in names}
 
 
-def split_features(tokenizer: PreTrainedTokenizerBase, label_list: list) -> Features:
-    columns = {name: Sequence(Value(STORED_TYPES[name])) for name in tokenizer.model_input_names}
-    return Features({**columns, LABELS: ClassLabel(names=[str(label) for label in label_list])})
+def split_features(tokenizer: PreTrainedTokenizerBase, label_list: list, multi_label: bool = False) -> Features:
+    """Token columns, and label ids: one a row, or a list of them for multi-label data (multi-hot in the collator)."""
+    columns = {name: List(Value(STORED_TYPES[name])) for name in tokenizer.model_input_names}
+    labels = ClassLabel(names=[str(label) for label in label_list])
+    return Features({**columns, LABELS: List(labels) if multi_label else labels})
 
 
 def tokenize_splits(
@@ -113,7 +115,7 @@ def tokenize_splits(
     """
     tokenizer.truncation_side = data_args.truncation_side
     text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
-    features = split_features(tokenizer, raw.label_list)
+    features = split_features(tokenizer, raw.label_list, raw.multi_label)
     tokenizer_calls = 0  # counted in this process; worker processes (preprocessing_num_workers) count apart
     if files is None and not data_args.dataset_name:
         files = keys.hash_files(data_args)

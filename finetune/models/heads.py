@@ -81,9 +81,12 @@ def load_classifier(
     cache_dir: str | None = None,
     trust_remote_code: bool = False,
     textcnn: bool = False,
+    problem_type: str = "single_label_classification",
 ) -> PreTrainedModel:
     """A sequence classifier for ``label_list`` (finetune's order) from the checkpoint or encoder at ``path``,
-    which must hold a TextCNN when ``textcnn`` is set (model_type textcnn) and another model when it is not."""
+    which must hold a TextCNN when ``textcnn`` is set (model_type textcnn) and another model when it is not.
+    ``problem_type`` (single_label_classification or multi_label_classification) picks the loss; a kept head
+    takes it too."""
     id2label = dict(enumerate(label_list))
     label2id = {label: index for index, label in id2label.items()}
     options = {"cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
@@ -98,12 +101,18 @@ def load_classifier(
             order = [old.index(label) for label in label_list]
             if order == sorted(order) or reorder_head(model, order):
                 model.config.id2label, model.config.label2id = id2label, label2id
+                model.config.problem_type = problem_type
                 model.head_kept = True  # for the model card
                 logger.info("kept the classification head of %s: it was trained on the labels %s", path, label_list)
                 return model
             logger.warning("%s: the head's output layer was not found, so its rows cannot be reordered", path)
         new_config = AutoConfig.from_pretrained(
-            path, num_labels=len(label_list), id2label=id2label, label2id=label2id, **options
+            path,
+            num_labels=len(label_list),
+            id2label=id2label,
+            label2id=label2id,
+            problem_type=problem_type,
+            **options,
         )
         if not has_head(config):  # a bare encoder: from_pretrained makes the head
             return AutoModelForSequenceClassification.from_pretrained(path, config=new_config, **options)

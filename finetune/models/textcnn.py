@@ -150,7 +150,9 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
         Args:
             input_ids: ``(batch, length)`` token ids.
             attention_mask: ``(batch, length)``, 1 for real tokens and 0 for padding.
-            labels: ``(batch,)`` class ids; when given, the output carries the cross-entropy loss.
+            labels: ``(batch,)`` class ids, or for a multi-label model (``problem_type`` multi_label_classification)
+                ``(batch, num_labels)`` multi-hot rows; when given, the output carries the cross-entropy loss
+                (binary cross-entropy over labels for multi-label).
         """
         # Pad so that a window starts on every real token, the last ones running into padding. Then the
         # windows a text gets never depend on how much padding its batch has, and short texts still fit.
@@ -178,6 +180,8 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
             logits = logits + self.wide_logits(input_ids)
 
         loss = None
-        if labels is not None:
+        if labels is not None and self.config.problem_type == "multi_label_classification":
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        elif labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -1,0 +1,113 @@
+"""The Trainer of finetune's runs: transformers.Trainer with what a run of finetune needs on top."""
+
+import logging
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from transformers import EarlyStoppingCallback
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from finetune.checkpoints import COMPLETE_FILE, TRAINING_ARGS_FILE, mark_complete, stop_when_disk_full
+from finetune.data import LABELS, ShuffledLengthGroupedSampler, token_lengths
+from finetune.data.sampler import column_array
+from finetune.labels import classification_loss
+from finetune.throughput import ThroughputCallback
+
+logger = logging.getLogger("finetune")
+
+
+class ClassifierTrainer(transformers.Trainer):
+    """The Trainer, writing the run's arguments as JSON where it would write a pickle (training_args.bin),
+    serving length-grouped batches in random order (see ShuffledLengthGroupedSampler), marking each
+    checkpoint complete once all of its files are written (see finetune.checkpoints), measuring
+    throughput (see ThroughputCallback, which it adds; ``self.throughput.totals`` after training), and
+    computing the loss itself with class weights or for multi-label data (see finetune.labels)."""
+
+    def __init__(
+        self,
+        *args,
+        callbacks: list | None = None,
+        started: float | None = None,
+        class_weights: np.ndarray | None = None,
+        **kwargs,
+    ):
+        self.started = started  # time.monotonic() when the command began; the first training step logs the time since
+        # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
+        self.throughput = ThroughputCallback()
+        super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
+        self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        if self.class_weights is not None or self.multi_label:
+            self.loss_is_scaled_for_ga = False  # classification_loss is a per-batch mean
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if (self.class_weights is None and not self.multi_label) or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = (
+            self.class_weights.to(outputs.logits.device) if model.training and self.class_weights is not None else None
+        )
+        loss = classification_loss(outputs.logits, labels, weight, self.args.label_smoothing_factor)
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.started is not None:
+            logger.info("first training step, %.1f s after the arguments were read", time.monotonic() - self.started)
+            self.started = None
+        self.throughput.count_batch(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the checkpoint at which the run ended (max_steps reached, or early stopping had fired):
+        # transformers' loop checks both only after a step, so it would train one step more.
+        if self.run_has_ended():
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+    def run_has_ended(self) -> bool:
+        if 0 < self.state.max_steps <= self.state.global_step:
+            return True
+        return any(
+            isinstance(callback, EarlyStoppingCallback)
+            and callback.early_stopping_patience_counter >= callback.early_stopping_patience
+            for callback in self.callback_handler.callbacks
+        )
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset):
+            return super()._get_train_sampler(train_dataset)
+        return ShuffledLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=token_lengths(dataset),
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            group_batches=self.args.length_group_batches,
+            bucket=getattr(self.data_collator, "pad_to_multiple_of", None) or 1,
+            labels=column_array(dataset, LABELS) if self.args.length_group_by_label and not self.multi_label else None,
+        )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Saves the checkpoint, then marks it complete: a checkpoint cut short has no marker and is not resumed."""
+        checkpoint_dir = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            (checkpoint_dir / COMPLETE_FILE).unlink(missing_ok=True)  # saved again: incomplete until done
+        with stop_when_disk_full(f"saving {checkpoint_dir.name} in {checkpoint_dir.parent}", "before it"):
+            super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its files (rng_state_N.pth)
+        if self.args.should_save:
+            mark_complete(checkpoint_dir, self.state.global_step)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            output_dir = Path(output_dir or self.args.output_dir)
+            (output_dir / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            (output_dir / TRAINING_ARGS_FILE).write_text(self.args.to_json_string(), encoding="utf-8")
