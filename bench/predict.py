@@ -28,8 +28,9 @@ import torch
 from common import CONFIGS, REPO, add_output_argument, add_threads_argument, median, set_threads, write_result
 
 from finetune.data import ClassificationCollator
-from finetune.predict import Classifier, read_texts
+from finetune.predict import Classifier
 from finetune.predict import main as predict_main
+from finetune.rows import read_texts
 from finetune.train import main as train_main
 
 TEST_FILE = REPO / "data" / "chinese_sentiment" / "test.jsonl"

@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import pickle
 import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from finetune.errors import UserError
+from finetune.files import fsync, write_json_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -143,35 +143,6 @@ COMPLETE_FILE = "checkpoint_complete.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 AUTO_RESUME = "auto"
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
-
-
-def fsync(path: Path) -> None:
-    """Flushes a file (or, on POSIX, a directory entry) to disk, so the marker never lands before the data."""
-    if path.is_dir() and os.name != "posix":
-        return
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_json_atomically(path: Path, value: dict, durable: bool = False) -> None:
-    """Writes JSON to a temporary file, then renames it into place: a reader (another process) never sees half a
-    file, and a write cut short (a kill, a full disk) leaves the previous file or none.
-
-    Args:
-        durable: Also flush the file and its folder entry to disk before returning.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    if durable:
-        fsync(path.parent)
 
 
 def mark_complete(checkpoint_dir: Path, step: int) -> None:

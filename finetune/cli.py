@@ -11,7 +11,6 @@ import os
 import select
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from finetune.errors import UserError
 
@@ -61,19 +60,6 @@ def reader_gone(stream) -> bool:
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stream without a file descriptor
         return False
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
-
-
-def writable_file(path: str | Path, option: str = "--output") -> Path:
-    """Checks, before any work is done, that ``path`` can be written as a file: it is not a directory, and its
-    folder exists or is created now."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a directory; name a file inside it instead.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{option} {path}: cannot create the folder {path.parent} ({error.strerror}).") from None
-    return path
 
 
 def usage() -> str:

@@ -284,6 +284,14 @@ class TrainingArguments(HfTrainingArguments):
     report_to: None | str | list[str] = field(
         default="none", metadata={"help": "Experiment trackers to report to (none, tensorboard, wandb, ...)."}
     )
+    include_num_input_tokens_seen: Literal["non_padding", "all", "no"] = field(
+        default="non_padding",
+        metadata={
+            "help": "Which input tokens the Trainer counts (num_input_tokens_seen; the logs' tokens_per_second and "
+            "train_results.json's train_tokens come from it): non_padding, all (padding included) or no (no token "
+            "figures, and one gather fewer per batch under several processes)."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement of the best metric."}
     )

@@ -13,18 +13,18 @@ By default the results go to MODEL/evaluation/<test file stem>.json and <stem>_c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from finetune.checkpoints import EVALUATION_DIR
-from finetune.cli import writable_file
 from finetune.data.readers import BadRows, Columns, checked_records, file_format
 from finetune.errors import UserError
+from finetune.files import writable_file, write_json_atomically
 from finetune.metrics import add_counts, multilabel_counts, scores_from_confusion_matrix, scores_from_multilabel_counts
-from finetune.predict import Classifier, add_model_arguments, chunks
+from finetune.predict import Classifier, add_model_arguments
+from finetune.rows import chunks
 
 AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_confusion_matrix(matrix, label_names, png, f"{test_name} ({count})")
         )
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomically(output, document)
 
     metrics = results["metrics"]
     print(f"{args.test_file}: {count} examples, model {classifier.model_dir}")

@@ -11,7 +11,7 @@ import yaml
 from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
 
 from finetune.config import EVAL_METRICS, DataArguments, ModelArguments, TrainingArguments
-from finetune.data.keys import file_sha256
+from finetune.files import file_sha256
 
 CARD_FILE = "README.md"
 

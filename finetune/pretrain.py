@@ -39,15 +39,15 @@ from finetune.checkpoints import (
     BEST_FILE,
     resolve_resume,
     stop_when_disk_full,
-    write_json_atomically,
 )
 from finetune.config import TrainingArguments
-from finetune.data.keys import content_hash, file_sha256, tokenizer_identity
+from finetune.data.keys import content_hash, tokenizer_identity
 from finetune.errors import UserError
+from finetune.files import file_sha256, write_json_atomically
 from finetune.models.bert import extend_vocabulary, load_pretrained_tokenizer, resolve_model_path
 from finetune.parsing import make_parser, parse_args
-from finetune.predict import read_texts
 from finetune.report import plot_curves, read_history
+from finetune.rows import read_texts
 from finetune.train import clear_previous_run, make_trainer, save_best, setup_logging
 
 logger = logging.getLogger("finetune")

@@ -26,8 +26,8 @@ from finetune.checkpoints import (
     read_best,
     run_arguments,
 )
-from finetune.cli import writable_file
 from finetune.errors import UserError
+from finetune.files import writable_file
 
 CURVES_FILE = "curves.png"
 # Logged by every evaluation but not a quality of the model.

@@ -17,6 +17,11 @@ The run's totals go into ``train_results.json``: ``train_throughput_samples_per_
 and ``train_tokens``, the non-padding tokens trained on. (The Trainer's own ``train_samples_per_second`` divides by
 the whole run time, evaluation and saving included.) Under several processes samples and tokens are summed over
 all of them; step time and memory are those of each process.
+
+The tokens are the Trainer's count, ``state.num_input_tokens_seen``, which it keeps when
+``include_num_input_tokens_seen`` is ``non_padding`` (finetune's default): the sum of each batch's attention_mask,
+or of its input ids that are not the tokenizer's pad id when a batch has no mask, gathered over all processes at
+every batch. With ``no`` the token figures are left out; with ``all`` they include padding.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import time
 
 import torch
 from transformers import TrainerCallback
+
+# What the Trainer adds to each training log when it counts tokens (see ThroughputCallback.on_log).
+TRAINER_SPEED_LOGS = ("train_runtime", "train_tokens_per_second")
 
 
 def peak_rss_mb() -> float:
@@ -79,35 +87,25 @@ class StepTimer:
 class ThroughputCallback(TrainerCallback):
     """Adds throughput and memory to every training log and keeps the run's totals in ``totals``.
 
-    The callback cannot see the batches; the Trainer reports each one through ``count_batch``.
-
-    Args:
-        pad_token_id: Token id counted as padding when a batch has no attention_mask.
+    The callback cannot see the batches: the Trainer counts their tokens (see the module docstring) and reports
+    their examples through ``count_samples``.
     """
 
-    def __init__(self, pad_token_id: int | None = None):
-        self.pad_token_id = pad_token_id
+    def __init__(self):
         self.totals: dict[str, float] = {}
         self.run = {"samples": 0, "tokens": 0, "steps": 0, "train_seconds": 0.0, "step_seconds": 0.0}
+        self.counts_tokens = False
+        self.tokens_seen = 0
         self.reset_window()
 
     def reset_window(self) -> None:
         self.window_samples, self.window_steps = 0, 0
-        self.window_tokens: torch.Tensor | None = None
         self.window_start = self.last_mark = time.perf_counter()
         self.excluded = 0.0
 
-    def count_batch(self, inputs: dict[str, torch.Tensor]) -> None:
-        """Counts the examples and non-padding tokens of a training batch (no device synchronisation)."""
-        input_ids = inputs["input_ids"]
-        if "attention_mask" in inputs:
-            tokens = inputs["attention_mask"].sum()
-        elif self.pad_token_id is not None:
-            tokens = (input_ids != self.pad_token_id).sum()
-        else:
-            tokens = torch.tensor(input_ids.numel(), device=input_ids.device)
-        self.window_tokens = tokens if self.window_tokens is None else self.window_tokens + tokens
-        self.window_samples += input_ids.shape[0]
+    def count_samples(self, count: int) -> None:
+        """Counts the examples of a training batch of this process."""
+        self.window_samples += count
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.device = args.device
@@ -115,6 +113,8 @@ class ThroughputCallback(TrainerCallback):
         if self.timer.cuda:
             torch.cuda.reset_peak_memory_stats(args.device)
         self.run = {"samples": 0, "tokens": 0, "steps": 0, "train_seconds": 0.0, "step_seconds": 0.0}
+        self.counts_tokens = args.include_num_input_tokens_seen != "no"
+        self.tokens_seen = state.num_input_tokens_seen  # a resumed run's count starts at its checkpoint's
         self.reset_window()
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -140,41 +140,55 @@ class ThroughputCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
+        replaced = ()
         if "eval_loss" in logs:  # logged by evaluate() before on_evaluate, so the evaluation is not excluded yet
             trained = self.run["train_seconds"] + self.last_mark - self.window_start - self.excluded
             metrics = {"training_seconds": round(trained, 3)}
         elif "loss" in logs:
-            metrics = self.close_window()
+            metrics = self.close_window(state)
+            # Counting tokens, the Trainer adds its own train_runtime and train_tokens_per_second to each training
+            # log, timed from the start of training with evaluation and saving included. transformers'
+            # parse_log_history (the model card's results table) and `finetune report` take the first entry with a
+            # train_runtime for the final summary, so they would stop at the first training log.
+            replaced = TRAINER_SPEED_LOGS
         else:  # the final summary
             return
-        logs.update(metrics)
-        # The Trainer appended a copy of logs to log_history before calling us; keep trainer_state.json complete.
+        # The Trainer appended a copy of logs to log_history before calling us; keep trainer_state.json in step.
+        copies = [logs]
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update(metrics)
+            copies.append(state.log_history[-1])
+        for entry in copies:
+            entry.update(metrics)
+            for name in replaced:
+                entry.pop(name, None)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.exclude_since_last_mark()  # the last evaluation, saving, loading the best model
-        self.close_window()
+        self.close_window(state)
         run = self.run
+        seconds = max(run["train_seconds"], 1e-9)
+        tokens = {
+            "train_throughput_tokens_per_second": round(run["tokens"] / seconds, 3),
+            "train_tokens": run["tokens"],
+        }
         self.totals = {
-            "train_throughput_samples_per_second": round(run["samples"] / max(run["train_seconds"], 1e-9), 3),
-            "train_throughput_tokens_per_second": round(run["tokens"] / max(run["train_seconds"], 1e-9), 3),
+            "train_throughput_samples_per_second": round(run["samples"] / seconds, 3),
+            **(tokens if self.counts_tokens else {}),
             "train_step_seconds": round(run["step_seconds"] / max(run["steps"], 1), 6),
-            "train_tokens": int(run["tokens"]),
             **{f"train_{name}": value for name, value in self.memory().items()},
         }
 
-    def close_window(self) -> dict[str, float]:
+    def close_window(self, state) -> dict[str, float]:
         """Metrics of the steps since the previous call; adds them to the run's totals."""
         step_seconds = self.timer.take()  # synchronizes a GPU, so the wall time below is complete
         now = time.perf_counter()
         train_seconds = max(now - self.window_start - self.excluded, 1e-9)
-        counts = torch.tensor([self.window_samples, 0], dtype=torch.float64, device=self.device)
-        if self.window_tokens is not None:
-            counts[1] = self.window_tokens
+        samples = torch.tensor(self.window_samples, dtype=torch.float64, device=self.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
-        samples, tokens = counts.tolist()
+            torch.distributed.all_reduce(samples)
+        samples = samples.item()
+        # Already the sum over all processes: the Trainer gathers each batch's count.
+        tokens, self.tokens_seen = state.num_input_tokens_seen - self.tokens_seen, state.num_input_tokens_seen
         steps = self.window_steps
         for name, value in (
             ("samples", samples),
@@ -185,12 +199,10 @@ class ThroughputCallback(TrainerCallback):
         ):
             self.run[name] += value
         self.reset_window()
-        return {
-            "samples_per_second": round(samples / train_seconds, 3),
-            "tokens_per_second": round(tokens / train_seconds, 3),
-            "step_seconds": round(step_seconds / max(steps, 1), 6),
-            **self.memory(),
-        }
+        metrics = {"samples_per_second": round(samples / train_seconds, 3)}
+        if self.counts_tokens:
+            metrics["tokens_per_second"] = round(tokens / train_seconds, 3)
+        return {**metrics, "step_seconds": round(step_seconds / max(steps, 1), 6), **self.memory()}
 
     def memory(self) -> dict[str, float]:
         """Peak resident memory of the process and, on a GPU, peak memory allocated by tensors, in MB."""

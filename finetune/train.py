@@ -38,7 +38,6 @@ from finetune.checkpoints import (
     TRAINER_STATE_FILE,
     resolve_resume,
     stop_when_disk_full,
-    write_json_atomically,
 )
 from finetune.config import DataArguments, ModelArguments, TrainingArguments
 from finetune.data import (
@@ -52,6 +51,7 @@ from finetune.data.prepared import PreparedData, prepare_data
 from finetune.data.splits import ReleaseMappedPages
 from finetune.embeddings import load_pretrained_embeddings, log_unknown_tokens, vectors_vocabulary
 from finetune.errors import UserError
+from finetune.files import write_json_atomically
 from finetune.labels import initial_threshold, settle_threshold, training_class_weights
 from finetune.metrics import compute_metrics
 from finetune.model_card import write_model_card
@@ -349,7 +349,7 @@ def train_seeds(model_args: ModelArguments, data_args: DataArguments, training_a
         "runs": {str(seed): run for seed, run in runs.items()},
     }
     if training_args.should_save:
-        (output_dir / SEEDS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json_atomically(output_dir / SEEDS_FILE, summary)
     for name in ("eval_accuracy", "eval_f1", "test_accuracy", "test_f1"):
         if name in summary["mean"]:
             logger.info("%s over %d seeds: %.4f ± %.4f", name, len(runs), summary["mean"][name], summary["std"][name])

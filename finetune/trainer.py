@@ -40,7 +40,6 @@ class ClassifierTrainer(transformers.Trainer):
         # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
         self.throughput = ThroughputCallback()
         super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
-        self.throughput.pad_token_id = getattr(self.processing_class, "pad_token_id", None)
         self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
         if self.class_weights is not None or self.multi_label:
@@ -61,7 +60,7 @@ class ClassifierTrainer(transformers.Trainer):
         if self.started is not None:
             logger.info("first training step, %.1f s after the arguments were read", time.monotonic() - self.started)
             self.started = None
-        self.throughput.count_batch(inputs)
+        self.throughput.count_samples(len(inputs["input_ids"]))  # the Trainer counts the tokens itself
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _run_epoch(self, *args, **kwargs):

@@ -62,6 +62,11 @@ def test_cpu_ddp_two_processes(data_args, tmp_path, single_process_steps):
     log, _ = process.communicate(timeout=600)
     assert process.returncode == 0, log
     assert_one_ddp_run(tmp_path / "run", single_process_steps, log)
+    # The Trainer gathers each batch's token count over the processes: two halves make the one process's total.
+    tokens = [
+        json.loads((tmp_path / name / "train_results.json").read_text())["train_tokens"] for name in ("single", "run")
+    ]
+    assert tokens[0] == tokens[1] > 0
 
 
 def test_launch_without_use_cpu_on_a_machine_without_gpu_stops(data_args, tmp_path):

@@ -26,7 +26,7 @@ from finetune.data import (
 from finetune.data.splits import label_id_array
 from finetune.errors import UserError
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
-from finetune.predict import read_texts
+from finetune.rows import read_texts
 from finetune.tokenizer import build_vocab_tokenizer
 
 

@@ -13,7 +13,7 @@ THROUGHPUT_LOGS = ("samples_per_second", "tokens_per_second", "step_seconds", "p
 
 
 def test_throughput_in_logs_and_train_results(data_args, reviews, tmp_path):
-    # Batches collated in a worker process: the tokens are still counted (in the training step).
+    # Batches collated in a worker process: the tokens are still counted (by the Trainer, in the main process).
     workers = ["--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true"]
     assert train_main(data_args + QUICK_TEXTCNN + ["--max_length", "64", *workers]) == 0
     run = tmp_path / "run"
@@ -42,6 +42,10 @@ def test_throughput_in_logs_and_train_results(data_args, reviews, tmp_path):
         for name in THROUGHPUT_LOGS:
             assert entry[name] > 0, (name, entry)
     assert not any(name in entry for entry in history if "eval_loss" in entry for name in THROUGHPUT_LOGS)
+    # The tokens are the Trainer's count; its per-log speed figures give way to the callback's, so that only the
+    # final summary has a train_runtime (transformers' model card and `finetune report` look for it).
+    assert train_logs[-1]["num_input_tokens_seen"] <= results["train_tokens"]
+    assert [entry for entry in history if "train_runtime" in entry] == [history[-1]]
     # Each evaluation says how long the run had trained by then, evaluations left out: rising, below the runtime.
     trained = [entry["training_seconds"] for entry in history if "eval_loss" in entry]
     runtime = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)

@@ -17,7 +17,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from finetune.checkpoints import write_json_atomically
+from finetune.files import write_json_atomically
 
 ENTRY_PREFIX = "tokenized-"
 PREPARED_PREFIX = "prepared-"

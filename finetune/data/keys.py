@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from finetune.config import DataArguments, ModelArguments
 from finetune.errors import UserError
+from finetune.files import file_sha256
 
 # DataArguments fields that change neither the rows, the labels nor the token ids; every other field is in the
 # prepared-data key, so a field added later counts until it is listed here.
@@ -37,15 +38,6 @@ def content_hash(*parts) -> str:
     """A short, stable hash of JSON-serialisable parts."""
     payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_files(data_args: DataArguments) -> dict[str, str]:

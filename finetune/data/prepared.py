@@ -117,10 +117,11 @@ def load_split(cache_dir: Path, key: str) -> Dataset:
     return dataset
 
 
-def write_prepared(
+def record_prepared(
     cache_dir: Path, key: str, inputs: dict, raw: RawData, tokenizer: PreTrainedTokenizerBase, tokenized
 ) -> None:
-    """Records what a full preparation produced, so that the next run with the same key can load it."""
+    """Records what a full preparation produced, so that the next run with the same key can load it: the tokenizer
+    saved in the cache folder, and the prepared-data index (``cache.write_prepared``) naming it and the splits."""
     entries = {split: cache.entry_key_of(dataset) for split, dataset in tokenized.items()}
     if None in entries.values():
         return
@@ -161,5 +162,5 @@ def prepare_data(
     finally:
         raw.close()
     if key and keys.hash_files(data_args) == inputs["files"]:
-        write_prepared(cache_dir, key, inputs, raw, tokenizer, tokenized)
+        record_prepared(cache_dir, key, inputs, raw, tokenizer, tokenized)
     return PreparedData(tokenized, raw.label_list, raw.bad_rows, tokenizer=tokenizer)
