@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +55,27 @@ def evaluate_confusion_matrix(matrix: np.ndarray, label_names: list[str]) -> dic
     }
 
 
+def display_width(text: str) -> int:
+    """Columns a text takes in a terminal: two for wide characters (Chinese labels), one for the others."""
+    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns, on the left with ``right`` (right-aligned)."""
+    spaces = " " * max(0, width - display_width(text))
+    return spaces + text if right else text + spaces
+
+
 def format_report(results: dict) -> str:
     """The per-class report and the confusion matrix as plain-text tables."""
     metrics, per_class = results["metrics"], results["per_class"]
     labels = results["confusion_matrix"]["labels"]
-    width = max(12, *(len(label) for label in labels))
+    width = max(12, *(display_width(label) for label in labels))
     total = sum(scores["support"] for scores in per_class.values())
     lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
     for label, scores in per_class.items():
         lines.append(
-            f"{label:<{width}} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
+            f"{pad(label, width)} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
             f"{scores['support']:>9}"
         )
     lines.append("")
@@ -73,11 +85,11 @@ def format_report(results: dict) -> str:
             f"{name:<{width}} {metrics['precision' + suffix]:>9.4f} {metrics['recall' + suffix]:>9.4f} "
             f"{metrics['f1' + suffix]:>9.4f} {total:>9}"
         )
-    cell = max(7, *(len(label) for label in labels))
+    cell = max(7, *(display_width(label) for label in labels))
     lines += ["", "confusion matrix (rows: true label, columns: predicted label)"]
-    lines.append(f"{'':<{width}} " + " ".join(f"{label:>{cell}}" for label in labels))
+    lines.append(f"{'':<{width}} " + " ".join(pad(label, cell, right=True) for label in labels))
     for label, row in zip(labels, results["confusion_matrix"]["matrix"], strict=True):
-        lines.append(f"{label:<{width}} " + " ".join(f"{count:>{cell}}" for count in row))
+        lines.append(f"{pad(label, width)} " + " ".join(f"{count:>{cell}}" for count in row))
     return "\n".join(lines)
 
 
@@ -261,11 +273,11 @@ def score_multi_label(classifier: Classifier, records, columns: Columns, args) -
 def format_multi_label_report(results: dict) -> str:
     """The per-label report (support: rows that carry the label) with micro and macro averages."""
     metrics, per_class = results["metrics"], results["per_class"]
-    width = max(12, *(len(label) for label in per_class))
+    width = max(12, *(display_width(label) for label in per_class))
     lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
     for label, scores in per_class.items():
         lines.append(
-            f"{label:<{width}} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
+            f"{pad(label, width)} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
             f"{scores['support']:>9}"
         )
     total = sum(scores["support"] for scores in per_class.values())
