@@ -279,7 +279,7 @@ def test_a_tiny_bert_trains_on_labels_split_on_a_separator(topics, tmp_path):
         "--label_column", "tags", "--label_separator", "|",
         "--model_type", "bert", "--model_name_or_path", str(model_dir), "--max_length", "32",
         "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--num_train_epochs", "2",
-        "--metric_for_best_model", "eval_f1_micro", "--disable_tqdm", "true",
+        "--metric_for_best_model", "eval_f1_micro", "--class_weights", "balanced", "--disable_tqdm", "true",
     ]  # fmt: skip
     with pytest.raises(UserError, match="eval_accuracy is not reported for multi-label data"):
         train_main([*argv, "--metric_for_best_model", "eval_accuracy"])
@@ -288,6 +288,8 @@ def test_a_tiny_bert_trains_on_labels_split_on_a_separator(topics, tmp_path):
     config = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
     assert config["problem_type"] == "multi_label_classification" and config["threshold"] == 0.5
     assert json.loads((run / "best.json").read_text(encoding="utf-8"))["metric"] == "eval_f1_micro"
+    card = (run / "best" / "README.md").read_text(encoding="utf-8")
+    assert "class_weights: balanced" in card and "problem_type: multi_label_classification" in card
     predictions = tmp_path / "predictions.jsonl"
     assert predict_main(["--model", str(run), "--input", str(files["test"]), "--output", str(predictions)]) == 0
     rows = read_jsonl(predictions)
