@@ -37,7 +37,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler, set_seed
 
-from finetune.data import ClassificationCollator, ShuffledLengthGroupedSampler
+from finetune.data import ClassificationCollator, ShuffledLengthGroupedSampler, token_lengths
+from finetune.data.sampler import column_array
 from finetune.trainer import ClassifierTrainer as Trainer
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
@@ -101,9 +102,16 @@ def train_plain(prepared: Prepared, steps: int, record: list | None = None) -> d
     model = prepared.new_model()
     clock = Clock()
     dataset = prepared.tokenized["train"].select_columns(MODEL_COLUMNS)
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    sampler = ShuffledLengthGroupedSampler(args.per_device_train_batch_size, lengths=lengths, seed=args.seed)
-    loader = DataLoader(dataset, args.per_device_train_batch_size, sampler=sampler, collate_fn=collator(prepared))
+    batches = collator(prepared)
+    sampler = ShuffledLengthGroupedSampler(  # as the Trainer builds it (ClassifierTrainer._get_train_sampler)
+        args.per_device_train_batch_size,
+        lengths=token_lengths(dataset),
+        seed=args.seed,
+        group_batches=args.length_group_batches,
+        bucket=batches.pad_to_multiple_of or 1,
+        labels=column_array(dataset, "labels") if args.length_group_by_label else None,
+    )
+    loader = DataLoader(dataset, args.per_device_train_batch_size, sampler=sampler, collate_fn=batches)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=args.learning_rate,
