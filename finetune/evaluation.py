@@ -39,19 +39,24 @@ def evaluate_confusion_matrix(matrix: np.ndarray, label_names: list[str]) -> dic
         ``confusion_matrix`` (``labels`` and ``matrix``).
     """
     scores = scores_from_confusion_matrix(matrix)
-    per_class = {
-        name: {
-            "precision": float(scores["per_class"]["precision"][i]),
-            "recall": float(scores["per_class"]["recall"][i]),
-            "f1": float(scores["per_class"]["f1"][i]),
-            "support": int(scores["per_class"]["support"][i]),
-        }
-        for i, name in enumerate(label_names)
-    }
+    per_class = per_label(scores["per_class"], label_names)
     return {
         "metrics": {name: scores[name] for name in AVERAGES},
         "per_class": per_class,
         "confusion_matrix": {"labels": label_names, "matrix": matrix.tolist()},
+    }
+
+
+def per_label(arrays: dict, names: list[str]) -> dict[str, dict]:
+    """The ``per_class`` arrays of the metrics module (precision, recall, f1, support) by label name."""
+    return {
+        name: {
+            "precision": float(arrays["precision"][i]),
+            "recall": float(arrays["recall"][i]),
+            "f1": float(arrays["f1"][i]),
+            "support": int(arrays["support"][i]),
+        }
+        for i, name in enumerate(names)
     }
 
 
@@ -66,11 +71,11 @@ def pad(text: str, width: int, right: bool = False) -> str:
     return spaces + text if right else text + spaces
 
 
-def format_report(results: dict) -> str:
-    """The per-class report and the confusion matrix as plain-text tables."""
+def score_table(results: dict, averages: tuple[tuple[str, str], ...], extra: list[str] = ()) -> list[str]:
+    """Per-label rows (precision, recall, f1, support), a blank line, ``extra`` rows, then one row per
+    ``(name, suffix)`` of ``averages`` from the metrics ``precision<suffix>``, ``recall<suffix>``, ``f1<suffix>``."""
     metrics, per_class = results["metrics"], results["per_class"]
-    labels = results["confusion_matrix"]["labels"]
-    width = max(12, *(display_width(label) for label in labels))
+    width = max(12, *(display_width(label) for label in per_class))
     total = sum(scores["support"] for scores in per_class.values())
     lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
     for label, scores in per_class.items():
@@ -78,13 +83,20 @@ def format_report(results: dict) -> str:
             f"{pad(label, width)} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
             f"{scores['support']:>9}"
         )
-    lines.append("")
-    lines.append(f"{'accuracy':<{width}} {'':>9} {'':>9} {metrics['accuracy']:>9.4f} {total:>9}")
-    for name, suffix in (("macro avg", ""), ("weighted avg", "_weighted")):
+    lines += ["", *(f"{name:<{width}} {'':>9} {'':>9} {metrics[name]:>9.4f} {total:>9}" for name in extra)]
+    for name, suffix in averages:
         lines.append(
             f"{name:<{width}} {metrics['precision' + suffix]:>9.4f} {metrics['recall' + suffix]:>9.4f} "
             f"{metrics['f1' + suffix]:>9.4f} {total:>9}"
         )
+    return lines
+
+
+def format_report(results: dict) -> str:
+    """The per-class report and the confusion matrix as plain-text tables."""
+    labels = results["confusion_matrix"]["labels"]
+    width = max(12, *(display_width(label) for label in labels))
+    lines = score_table(results, (("macro avg", ""), ("weighted avg", "_weighted")), extra=["accuracy"])
     cell = max(7, *(display_width(label) for label in labels))
     lines += ["", "confusion matrix (rows: true label, columns: predicted label)"]
     lines.append(f"{'':<{width}} " + " ".join(pad(label, cell, right=True) for label in labels))
@@ -258,36 +270,13 @@ def score_multi_label(classifier: Classifier, records, columns: Columns, args) -
     names = [classifier.id2label[index] for index in range(len(label2id))]
     return {
         "metrics": {**scores, "loss": loss_sum / count, "threshold": threshold},
-        "per_class": {
-            name: {
-                "precision": float(per_class["precision"][i]),
-                "recall": float(per_class["recall"][i]),
-                "f1": float(per_class["f1"][i]),
-                "support": int(per_class["support"][i]),
-            }
-            for i, name in enumerate(names)
-        },
+        "per_class": per_label(per_class, names),
     }, count
 
 
 def format_multi_label_report(results: dict) -> str:
     """The per-label report (support: rows that carry the label) with micro and macro averages."""
-    metrics, per_class = results["metrics"], results["per_class"]
-    width = max(12, *(display_width(label) for label in per_class))
-    lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
-    for label, scores in per_class.items():
-        lines.append(
-            f"{pad(label, width)} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
-            f"{scores['support']:>9}"
-        )
-    total = sum(scores["support"] for scores in per_class.values())
-    lines.append("")
-    for name, suffix in (("micro avg", "_micro"), ("macro avg", "")):
-        lines.append(
-            f"{name:<{width}} {metrics['precision' + suffix]:>9.4f} {metrics['recall' + suffix]:>9.4f} "
-            f"{metrics['f1' + suffix]:>9.4f} {total:>9}"
-        )
-    return "\n".join(lines)
+    return "\n".join(score_table(results, (("micro avg", "_micro"), ("macro avg", ""))))
 
 
 if __name__ == "__main__":
