@@ -30,7 +30,7 @@ setup() {
 
 case "${1:-demo}" in
   demo)
-    setup demo
+    setup demo,deploy
     python data/chinese_sentiment/prepare.py
     finetune train --config configs/textcnn.yaml --overwrite_output_dir true "${@:2}"
     python data/chinese_sentiment/show_results.py outputs/textcnn
@@ -40,7 +40,7 @@ case "${1:-demo}" in
     python data/chinese_sentiment/prepare.py "${@:2}"
     ;;
   test)
-    setup dev,demo
+    setup dev,demo,deploy
     python -m pytest "${@:2}"
     ;;
   *)

@@ -34,6 +34,7 @@ WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+    "model.onnx",  # a finetune export directory
 )
 # A fast tokenizer's tokenizer.json, or one of the vocabulary files a tokenizer is built from.
 TOKENIZER_FILES = (

@@ -20,6 +20,8 @@ SUBCOMMANDS = {
     "pretrain": ("finetune.pretrain", "continue masked-language-model pretraining of an encoder on your texts"),
     "predict": ("finetune.predict", "classify the texts of a file or stdin with a trained model"),
     "evaluate": ("finetune.evaluation", "metrics, per-class report and confusion matrix on a labelled file"),
+    "export": ("finetune.export", "export a trained model to ONNX (optionally int8) and check it against PyTorch"),
+    "serve": ("finetune.serve", "answer HTTP prediction requests, with a page to try the model"),
     "cache": ("finetune.cache.cli", "list, inspect and clean the tokenized-data cache"),
     "report": ("finetune.report", "plot a run's loss and metric curves and summarise it"),
 }

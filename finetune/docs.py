@@ -110,7 +110,7 @@ def class_section(title: str, argument_class: type) -> list[str]:
     return [f"### {title} (`{argument_class.__name__}`)", "", summary, "", *dataclass_table(argument_class), ""]
 
 
-# argparse parsers (finetune predict, evaluate, report, cache)
+# argparse parsers (finetune predict, evaluate, report, export, serve, cache)
 
 
 def parser_table(parser: argparse.ArgumentParser) -> list[str]:
@@ -161,9 +161,11 @@ def render() -> str:
     from finetune.cache.cli import make_parser as cache_parser
     from finetune.config import DataArguments, ModelArguments, TrainingArguments
     from finetune.evaluation import make_parser as evaluate_parser
+    from finetune.export import make_parser as export_parser
     from finetune.predict import make_parser as predict_parser
     from finetune.pretrain import PretrainArguments
     from finetune.report import make_parser as report_parser
+    from finetune.serve import make_parser as serve_parser
 
     lines = [
         "# Configuration reference",
@@ -199,6 +201,8 @@ def render() -> str:
         *command_section("finetune predict", predict_parser()),
         *command_section("finetune evaluate", evaluate_parser()),
         *command_section("finetune report", report_parser()),
+        *command_section("finetune export", export_parser()),
+        *command_section("finetune serve", serve_parser()),
         *command_section("finetune cache", cache_parser()),
     ]
     return "\n".join(lines).rstrip() + "\n"
