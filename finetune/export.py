@@ -124,6 +124,7 @@ class Agreement:
                 for name, values in predicted.items():
                     self.correct[name] += int((values == labels).sum())
         else:  # multi-label: a row agrees when the same set of labels is over the threshold
+            threshold = min(max(threshold, 1e-12), 1 - 1e-12)
             logit = float(np.log(threshold / (1 - threshold)))
             self.same_labels += int(((reference > logit) == (exported > logit)).all(-1).sum())
 

@@ -6,9 +6,9 @@
     finetune predict --model outputs/textcnn/best --input reviews.csv --output out.jsonl --top_k all
 
 ``--model`` takes a run's output_dir (its best checkpoint), best/, checkpoint-N, any ``save_pretrained``
-directory, or a ``finetune export`` directory (run by ONNX Runtime). The output holds the input's columns plus ``label`` (the predicted label's name) and ``score`` (its
-probability); ``--top_k N`` adds the N most likely labels as ``top_k``, ``--top_k all`` every label's probability
-as ``probabilities``. A multi-label model gives ``labels`` (every label whose probability, a sigmoid, is over the
+directory, or a ``finetune export`` directory (run by ONNX Runtime). The output holds the input's columns plus
+``label`` (the predicted label's name) and ``score`` (its probability); ``--top_k N`` adds the N most likely labels
+as ``top_k``, ``--top_k all`` every label's probability as ``probabilities``. A multi-label model gives ``labels`` (every label whose probability, a sigmoid, is over the
 model's threshold; possibly none) and ``scores`` instead of label and score. Input columns that share these names
 are kept as ``input_<name>``.
 """
@@ -174,11 +174,11 @@ class Classifier:
     def tokenized_groups(self, texts: list[str], pairs: list[str] | None, groups: list[np.ndarray], batch_size: int):
         """Each group's batches, the next group tokenized in a background thread while the caller runs this one.
         A single group (the few texts a server gathers) is tokenized here, without a thread to start and join."""
-        if len(groups) == 1:
-            yield self.batches(texts, pairs, groups[0], batch_size)
+        if len(groups) <= 1:
+            yield from (self.batches(texts, pairs, group, batch_size) for group in groups)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-tokenize") as tokenizing:
-            upcoming = tokenizing.submit(self.batches, texts, pairs, groups[0], batch_size) if groups else None
+            upcoming = tokenizing.submit(self.batches, texts, pairs, groups[0], batch_size)
             for index in range(len(groups)):
                 batches = upcoming.result()
                 if index + 1 < len(groups):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES, QUICK_TEXTCNN, read_jsonl
@@ -19,7 +20,7 @@ from finetune.checkpoints import resolve_model_dir
 from finetune.cli import main as cli_main
 from finetune.errors import UserError
 from finetune.evaluation import main as evaluate_main
-from finetune.predict import Classifier
+from finetune.predict import PADDING_SLACK, Classifier, padding_bounded_batches
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
 
@@ -134,6 +135,18 @@ def test_batches_are_padded_little_and_hold_every_text_once(textcnn_run):
     lengths = sorted(len(ids) for ids in classifier.encode(texts)["input_ids"])
     least = sum(max(lengths[start : start + 4]) * len(lengths[start : start + 4]) for start in range(0, 50, 4))
     assert least <= sum(rows * width for rows, width in shapes) <= 1.02 * least
+
+
+def test_batches_are_cut_where_padding_would_double_the_positions():
+    lengths = np.array([3, 4, 5, 6, 60, 62, 64, 250])
+    runs = padding_bounded_batches(lengths, batch_size=4)
+    assert [index for run in runs for index in range(len(lengths))[run]] == list(range(len(lengths)))
+    assert all(run.stop - run.start <= 4 for run in runs)
+    assert [list(lengths[run]) for run in runs] == [[3, 4, 5, 6], [60, 62, 64], [250]]
+    for run in runs:  # none pads to more than twice its real tokens, slack aside
+        assert len(lengths[run]) * lengths[run].max() <= 2 * lengths[run].sum() + PADDING_SLACK
+    sorted_texts = np.full(10_000, 40)  # many texts of one length: only the batch size cuts
+    assert {run.stop - run.start for run in padding_bounded_batches(sorted_texts, 64)} == {64, 10_000 % 64}
 
 
 def test_an_error_while_tokenizing_in_the_background_reaches_the_caller(textcnn_run, monkeypatch):
