@@ -101,12 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "export", "targets": {"bert int8 ratio_to_pytorch": 2.0, "accuracy points lost": 0.5}}
     with tempfile.TemporaryDirectory() as scratch:
         for model in args.models:
-            model_dir = getattr(args, f"{model}_model")
-            if model_dir is None:
-                import predict
-
-                predict.QUICK_TRAINING["bert"] = BERT_TRAINING
-                model_dir = train_quickly(model, Path(scratch) / model)
+            model_dir = getattr(args, f"{model}_model") or train_quickly(
+                model, Path(scratch) / model, BERT_TRAINING if model == "bert" else None
+            )
             rows = args.rows or DEFAULT_ROWS[model]
             result[model] = bench_model(
                 model_dir, Path(scratch) / f"{model}-exports", rows, args.repeats, args.batch_size

@@ -41,9 +41,11 @@ QUICK_TRAINING = {
 }
 
 
-def train_quickly(model: str, output_dir: Path) -> Path:
+def train_quickly(model: str, output_dir: Path, training: list[str] | None = None) -> Path:
+    """A short run of the model's demo config; ``training`` replaces QUICK_TRAINING's flags for it."""
+    training = QUICK_TRAINING[model] if training is None else training
     argv = ["--config", str(CONFIGS[model]), "--output_dir", str(output_dir), "--overwrite_output_dir", "true"]
-    argv += ["--disable_tqdm", "true", "--test_file", "", "--save_total_limit", "1", *QUICK_TRAINING[model]]
+    argv += ["--disable_tqdm", "true", "--test_file", "", "--save_total_limit", "1", *training]
     with contextlib.redirect_stdout(sys.stderr):
         train_main(argv)
     return output_dir
