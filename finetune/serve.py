@@ -177,7 +177,7 @@ def make_app(
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     batcher = Batcher(classifier, batch_size, max_wait_ms / 1000)
     labels = [classifier.id2label[index] for index in range(len(classifier.id2label))]
@@ -210,7 +210,7 @@ def make_app(
         except BadRequest as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         if not texts:
-            return {"predictions": []}
+            return JSONResponse({"predictions": []})
         try:
             probabilities = await batcher.probabilities(texts, pairs)
         except Exception as error:
@@ -220,7 +220,9 @@ def make_app(
         if pairs is not None:
             for record, pair in zip(records, pairs, strict=True):
                 record[classifier.text_pair_column] = pair
-        return {"predictions": merge_rows(records, columns, added)}
+        # Encoded here, not by FastAPI's jsonable_encoder, which walks every value: a tenth of a request's cost.
+        payload = json.dumps({"predictions": merge_rows(records, columns, added)}, ensure_ascii=False)
+        return Response(payload.encode(), media_type="application/json")
 
     @app.get("/labels", summary="The labels the model predicts")
     async def labels_endpoint():

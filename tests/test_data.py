@@ -270,9 +270,9 @@ def test_textcnn_ngram_embeddings_see_token_order_and_reload(tmp_path):
     model = TextCNNForSequenceClassification(config).eval()
     ids = torch.tensor([[5, 6, 7, 0], [7, 6, 5, 0]])
     for size in (2, 3):
-        buckets = model.ngram_ids(ids, size)
+        buckets = model.ngram_ids(ids, [size])[0]
         assert buckets[:, 3].tolist() == [0, 0] and ((buckets[:, :3] >= 1) & (buckets[:, :3] < 31)).all()
-    assert not torch.equal(model.ngram_ids(ids, 2), model.ngram_ids(ids, 3))
+    assert not torch.equal(*model.ngram_ids(ids, [2, 3]))
     # Kernel width 1 sees one position at a time: the same tokens in another order differ only through n-grams.
     logits = model(ids, (ids != 0).long()).logits
     assert not torch.allclose(logits[0], logits[1])
@@ -284,6 +284,23 @@ def test_textcnn_ngram_embeddings_see_token_order_and_reload(tmp_path):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     assert (reloaded.config.ngram_buckets, reloaded.config.ngram_sizes) == (31, [2, 3])
     assert torch.equal(reloaded(ids, (ids != 0).long()).logits, logits)
+
+
+def test_textcnn_ngram_buckets_are_the_hash_that_trained_models_were_saved_with():
+    # Saved wide weights are indexed by these buckets: the hash of each n-gram, recomputed here with Python ints.
+    model = TextCNNForSequenceClassification(TextCNNConfig(vocab_size=9000, embedding_dim=8, num_labels=2))
+    ids = torch.tensor([[8123, 17, 4001, 5, 0, 0], [3, 2, 1, 0, 0, 0]])
+    sizes, buckets = [1, 2, 3, 4], 1_048_576
+    got = model.ngram_ids(ids, sizes, buckets)
+    for index, size in enumerate(sizes):
+        for row in range(2):
+            tokens = ids[row].tolist() + [0] * (size - 1)
+            for position in range(ids.shape[1]):
+                hashed = size
+                for token in tokens[position : position + size]:
+                    hashed = (hashed * 1_000_003 + token) % 2**40
+                expected = 0 if tokens[position] == 0 else hashed % (buckets - 1) + 1
+                assert got[index, row, position] == expected
 
 
 def test_textcnn_wide_part_starts_silent_counts_ngrams_and_reloads(tmp_path):
@@ -303,7 +320,7 @@ def test_textcnn_wide_part_starts_silent_counts_ngrams_and_reloads(tmp_path):
     # The wide logits: the weights of each text's unigrams and bigrams (the last one running into padding),
     # summed and divided by the square root of its length.
     for row in range(2):
-        buckets = [wide.ngram_ids(ids[row : row + 1], size, 1009)[0, :3] for size in (1, 2)]
+        buckets = list(wide.ngram_ids(ids[row : row + 1], [1, 2], 1009)[:, 0, :3])
         expected = wide.wide.weight[torch.cat(buckets)].sum(dim=0) / 3**0.5
         assert torch.allclose(wide.wide_logits(ids[row : row + 1])[0], expected, atol=1e-6)
     assert not torch.allclose(wide.wide_logits(ids)[0], wide.wide_logits(ids)[1])  # bigrams see the order

@@ -116,26 +116,28 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def ngram_ids(self, input_ids: torch.LongTensor, size: int, buckets: int | None = None) -> torch.LongTensor:
-        """The bucket of the ``size``-gram starting on each token: 1..buckets-1 (by default ngram_buckets), and 0
-        on padding.
+    def ngram_ids(self, input_ids: torch.LongTensor, sizes: list[int], buckets: int | None = None) -> torch.LongTensor:
+        """``(len(sizes), batch, length)``: for each n-gram size, the bucket of the n-gram starting on each token,
+        1..buckets-1 (by default ngram_buckets), and 0 on padding.
 
-        N-grams at the end of a text run into padding, which is the same whatever the amount of padding.
+        N-grams at the end of a text run into padding, which is the same whatever the amount of padding. All sizes
+        are hashed together, a few tensor operations in all: a TextCNN forward on a few texts (what a server runs)
+        is otherwise mostly the overhead of many small operations.
         """
         pad = self.config.pad_token_id
-        padded = nn.functional.pad(input_ids, (0, size - 1), value=pad)
-        hashed = torch.full_like(input_ids, size)  # n-grams of different sizes hash apart
-        for offset in range(size):
-            hashed = (hashed * 1_000_003 + padded[:, offset : offset + input_ids.shape[1]]) % 2**40
+        padded = nn.functional.pad(input_ids, (0, max(sizes) - 1), value=pad)
+        size = torch.tensor(sizes, device=input_ids.device).view(-1, 1, 1)
+        hashed = size.expand(-1, *input_ids.shape)  # n-grams of different sizes hash apart
+        for offset in range(max(sizes)):
+            step = (hashed * 1_000_003 + padded[:, offset : offset + input_ids.shape[1]]) % 2**40
+            hashed = torch.where(size > offset, step, hashed)
         buckets = buckets or self.config.ngram_buckets
         return (hashed % (buckets - 1) + 1).masked_fill(input_ids == pad, 0)
 
     def wide_logits(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """The wide part's logits: n-gram weights summed over each text, over the square root of its length."""
-        buckets = self.config.wide_ngram_buckets
-        total = sum(
-            self.wide(self.ngram_ids(input_ids, size, buckets)).sum(dim=1) for size in self.config.wide_ngram_sizes
-        )
+        ids = self.ngram_ids(input_ids, self.config.wide_ngram_sizes, self.config.wide_ngram_buckets)
+        total = self.wide(ids).sum(dim=(0, 2))
         lengths = (input_ids != self.config.pad_token_id).sum(dim=1, keepdim=True).clamp(min=1)
         return total / lengths.to(total.dtype).sqrt()
 
@@ -163,8 +165,7 @@ class TextCNNForSequenceClassification(TextCNNPreTrainedModel):
             attention_mask = nn.functional.pad(attention_mask, (0, extra), value=0)
         embedded = self.embeddings(input_ids)
         if self.ngram_embeddings is not None:
-            for size in self.config.ngram_sizes:
-                embedded = embedded + self.ngram_embeddings(self.ngram_ids(input_ids, size))
+            embedded = embedded + self.ngram_embeddings(self.ngram_ids(input_ids, self.config.ngram_sizes)).sum(0)
         embedded = embedded.transpose(1, 2)  # (batch, embedding_dim, length)
         pooled = []
         for conv in self.convs:
