@@ -68,10 +68,11 @@ def export_graph(classifier: Classifier, path: Path, opset: int = OPSET) -> list
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     model = classifier.model.float().eval()
     large = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()) > SINGLE_FILE_BYTES
-    # The exporter reports its steps on stdout, and warns about axis names it merges (batch and sequence are shared
-    # by all inputs, as intended).
+    # The exporter reports its steps on stdout, warns about axis names it merges (batch and sequence are shared
+    # by all inputs, as intended), and torch.export about its own use of a deprecated pytree class.
     with contextlib.redirect_stdout(sys.stderr), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         torch.onnx.export(
             LogitsOnly(model, input_names),
             tuple(sample[name] for name in input_names),

@@ -37,6 +37,23 @@ def reviews() -> dict[str, Path]:
     return {split: FIXTURES / f"reviews_{split}.jsonl" for split in ("train", "validation", "test")}
 
 
+def sentence_pair_files(reviews: dict[str, Path], directory: Path) -> dict[str, Path]:
+    """The reviews as sentence pairs: a neutral title ("first") and the review ("second"), whose label the pair
+    keeps; a model that ignores the second text fails."""
+    files = {}
+    for split, path in reviews.items():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        pairs = [
+            {"first": f"第{index}条评论", "second": row["text"], "label": row["label"]}
+            for index, row in enumerate(rows)
+        ]
+        files[split] = directory / f"pairs_{split}.jsonl"
+        files[split].write_text(
+            "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8"
+        )
+    return files
+
+
 @pytest.fixture
 def data_args(reviews, tmp_path) -> list[str]:
     """Command-line flags for a quick TextCNN run on the fixture, writing only under tmp_path."""

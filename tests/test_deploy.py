@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, read_jsonl
+from conftest import QUICK_TEXTCNN, REPO, read_jsonl, sentence_pair_files
 from test_multilabel import QUICK, run_flags, topics  # noqa: F401  (topics is a fixture)
 from test_predict import TEST_FILE, bert_run, textcnn_run  # noqa: F401  (fixtures)
 
@@ -198,6 +198,7 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_goes_on(textcnn_run): 
         (b'{"texts": "one text"}', 422, "must be a list of strings, got str"),
         (b'{"texts": ["fine", 3]}', 422, '"texts"[1] must be a string, got 3'),
         (b'{"texts": ["a"], "topk": 2}', 422, "Unknown field(s) 'topk'"),
+        (b'{"texts": ["a"], "text_pairs": ["b"]}', 422, "Unknown field(s) 'text_pairs'"),  # not a pair model
         (b'{"texts": ["a"], "top_k": -1}', 422, '"top_k"'),
         (b'{"texts": ["a"], "top_k": true}', 422, '"top_k" must be a number or "all"'),
         (json.dumps({"texts": ["a"] * 6}).encode(), 413, "6 texts in one request; the limit is 5"),
@@ -214,6 +215,28 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_goes_on(textcnn_run): 
             f"{url}/predict", json.dumps({"texts": [long_text], "top_k": "all"}, ensure_ascii=False).encode()
         )
         assert status == 200 and len(body["predictions"]) == 1
+
+
+def test_a_sentence_pair_export_answers_text_pairs_as_predict_does(reviews, tmp_path):
+    files = sentence_pair_files(reviews, tmp_path)
+    flags = [f"--{split}_file={path}" for split, path in files.items()] + QUICK_TEXTCNN
+    flags += ["--text_column", "first", "--text_pair_column", "second", "--disable_tqdm", "true"]
+    assert train_main(flags + ["--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "run")]) == 0
+    export(tmp_path / "run", tmp_path / "export", "--check_file", str(files["test"]))
+    expected = predictions(tmp_path / "run", tmp_path, input_file=files["test"])
+    rows = read_jsonl(files["test"])
+    with serving(tmp_path / "export") as (url, _):
+        body = {"texts": [row["first"] for row in rows], "text_pairs": [row["second"] for row in rows]}
+        status, answer = call(f"{url}/predict", json.dumps(body).encode())
+        assert status == 200
+        for served, row in zip(answer["predictions"], expected, strict=True):
+            assert (served["first"], served["second"], served["label"]) == (row["first"], row["second"], row["label"])
+            assert served["score"] == pytest.approx(row["score"], abs=1e-5)
+        assert {row["label"] for row in expected} == {"negative", "positive"}  # the pairs were read, not one class
+        missing = call(f"{url}/predict", json.dumps({"texts": ["a"]}).encode())
+        assert missing[0] == 422 and "sentence-pair model" in missing[1]["error"]
+        uneven = call(f"{url}/predict", json.dumps({"texts": ["a", "b"], "text_pairs": ["c"]}).encode())
+        assert uneven[0] == 422 and "2 texts but 1 text_pairs" in uneven[1]["error"]
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answers(textcnn_run):  # noqa: F811

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK_TEXTCNN, REPO
+from conftest import QUICK_TEXTCNN, REPO, sentence_pair_files
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
@@ -144,18 +144,7 @@ def test_tiny_bert_end_to_end(data_args, reviews, tmp_path):
 
 
 def test_sentence_pairs_train_and_predict(reviews, tmp_path):
-    # The label follows the second text; the first is a neutral title, so a model that ignores the pair fails.
-    files = {}
-    for split, path in reviews.items():
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        pairs = [
-            {"first": f"第{index}条评论", "second": row["text"], "label": row["label"]}
-            for index, row in enumerate(rows)
-        ]
-        files[split] = tmp_path / f"pairs_{split}.jsonl"
-        files[split].write_text(
-            "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8"
-        )
+    files = sentence_pair_files(reviews, tmp_path)
     args = [
         "--train_file", str(files["train"]),
         "--validation_file", str(files["validation"]),
