@@ -16,7 +16,10 @@ of these as a fresh subprocess, every one with its own empty cache folder unless
   train_cold's tokenizer (max_length 256), with load_seconds and map_seconds measured inside that process;
 - predict: `finetune predict --model OUT --input BIG --output FILE` on train_cold's run; rows_per_second from
   its `... rows/s` log line, else N / wall (startup included; rows_per_second_from says which); and once,
-  predict_10k on the first 10,000 rows of the same generator, which each N's throughput is compared with.
+  predict_10k on the first 10,000 rows of the same generator, which each N's throughput is compared with;
+- imports, once: a fresh interpreter importing the libraries any Trainer-based command needs (torch, datasets,
+  transformers' Trainer and Auto classes), and one importing finetune.train, 3 times each; the warm start's check
+  also gives what is left of it beyond the libraries' imports.
 
 Memory: peak_rss_mb is ru_maxrss from os.wait4 on the child, which Linux reports as the largest peak of the child
 and of every descendant it waited for (preprocessing workers, dataloader workers): the largest single process,
@@ -42,6 +45,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +76,15 @@ WARM_START_SECONDS = 5.0
 PREDICT_THROUGHPUT_RATIO = 0.9
 COLD_OVER_BASELINE = 1.0
 WORKERS2_OVER_WORKERS1 = 1.0
+
+# What any Trainer-based command imports before its own code runs, against what `finetune train` imports: the
+# part of the warm start that finetune's code cannot remove.
+IMPORTS = {
+    "libraries": "import torch, datasets, transformers; "
+    "from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments",
+    "finetune_train": "import finetune.train",
+}
+IMPORT_REPEATS = 3
 
 BASELINE_SCRIPT = f"""
 import json, sys, time
@@ -336,6 +349,26 @@ class Bench:
         output_file.unlink(missing_ok=True)
         return public(result)
 
+    def imports(self) -> dict:
+        """Median wall seconds of a fresh interpreter doing each of IMPORTS, IMPORT_REPEATS times, alternating."""
+        seconds: dict[str, list[float]] = {name: [] for name in IMPORTS}
+        for repeat in range(IMPORT_REPEATS):
+            for name, statement in IMPORTS.items():
+                result = run_measured(
+                    [sys.executable, "-c", statement], self.log_file(f"imports-{name}-{repeat}"), {}, False
+                )
+                if result["returncode"] != 0:
+                    raise RuntimeError(f"{statement!r} failed: {result['_output'][-TAIL_CHARS:]}")
+                seconds[name].append(result["seconds"])
+        return {
+            name: {
+                "median_seconds": round(statistics.median(values), 3),
+                "seconds": values,
+                "statement": IMPORTS[name],
+            }
+            for name, values in seconds.items()
+        }
+
     def log_file(self, name: str) -> Path:
         return self.work_dir / "logs" / f"{name}.log"
 
@@ -460,9 +493,10 @@ def rss_growth_checks(runs: dict) -> dict:
     return checks
 
 
-def speed_checks(runs: dict, predict_10k: dict | None) -> dict:
-    """Per-size ratios; each check judges the largest size and lists every size under ``by_rows``."""
-    names = ("cold", "workers", "warm", "warm_logged", "predict")
+def speed_checks(runs: dict, predict_10k: dict | None, imports: dict) -> dict:
+    """Per-size ratios; each check judges the largest size and lists every size under ``by_rows``. The warm start
+    also lists what is left of it once the libraries' own imports (measured in the same run) are taken out."""
+    names = ("cold", "workers", "warm", "warm_logged", "warm_beyond_libraries", "predict")
     values: dict[str, dict[str, float | None]] = {name: {} for name in names}
     for size, run in runs.items():  # in increasing size: ``basis`` ends as the largest size's
         cold, basis = preparation_seconds(run.get("train_cold", {}))
@@ -473,6 +507,10 @@ def speed_checks(runs: dict, predict_10k: dict | None) -> dict:
         first_step = warm.get("seconds_to_first_step")
         values["warm"][size] = None if first_step is None else first_step - warm["hash_seconds"]
         values["warm_logged"][size] = warm.get("first_step_logged_seconds")  # from the arguments read, no imports
+        library = imports.get("libraries", {}).get("median_seconds")
+        values["warm_beyond_libraries"][size] = (
+            None if library is None or first_step is None else (first_step - warm["hash_seconds"] - library)
+        )
         values["predict"][size] = run.get("predict", {}).get("throughput_over_10k")
     largest = max(runs, key=int)
     by_rows = {name: {size: none_or_round(value) for size, value in sizes.items()} for name, sizes in values.items()}
@@ -485,7 +523,12 @@ def speed_checks(runs: dict, predict_10k: dict | None) -> dict:
             values["workers"][largest], "<=", WORKERS2_OVER_WORKERS1, by_rows=by_rows["workers"], cold_basis=basis
         ),
         "warm_first_step_minus_hash_seconds": check(
-            values["warm"][largest], "<", WARM_START_SECONDS, by_rows=by_rows["warm"], logged=by_rows["warm_logged"]
+            values["warm"][largest],
+            "<",
+            WARM_START_SECONDS,
+            by_rows=by_rows["warm"],
+            logged=by_rows["warm_logged"],
+            beyond_library_imports=by_rows["warm_beyond_libraries"],
         ),
         "predict_throughput_over_10k": check(
             values["predict"][largest], ">=", PREDICT_THROUGHPUT_RATIO, by_rows=by_rows["predict"], base=base
@@ -540,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work folder {work_dir}")
     try:
         bench = Bench(args, work_dir)
+        imports = guarded("imports", bench.imports)
         runs = {str(rows): bench.measure_rows(rows) for rows in args.rows}
     finally:
         if not args.keep:
@@ -555,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         "work_dir": str(work_dir) if args.keep else None,
         "runs": runs,
         "predict_10k": bench.predict_10k,
-        "checks": {**rss_growth_checks(runs), **speed_checks(runs, bench.predict_10k)},
+        "imports": imports,
+        "checks": {**rss_growth_checks(runs), **speed_checks(runs, bench.predict_10k, imports)},
     }
     import common  # here, as in machine(): the parent process stays light while it measures
 
