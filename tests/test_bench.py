@@ -1,4 +1,5 @@
-"""The GPU benchmark's tiny CPU mode runs and reports every figure, so the script does not rot between GPU runs."""
+"""The GPU benchmark's tiny CPU mode runs and reports every figure, so the script does not rot between GPU runs; every
+result the docs quote says when, where and with which libraries it was measured."""
 
 import json
 import os
@@ -37,3 +38,12 @@ def test_gpu_benchmark_tiny_mode_runs_on_cpu(tmp_path):
     assert eager["tokens_per_second"] == pytest.approx(eager["samples_per_second"] * result["seq_len"], abs=rounding)
     assert eager["timed_steps"] == 4
     assert eager["mfu"] is None  # no peak FLOPs for a CPU unless --peak_flops is given
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "bench" / "results").glob("*.json")), ids=lambda path: path.name)
+def test_every_result_file_records_date_machine_and_versions(path):
+    result = json.loads(path.read_text(encoding="utf-8"))
+    assert result["date"] and result["machine"]["python"] and result["machine"]["cpu_count"]
+    versions = result["versions"]
+    for library in ("torch", "transformers", "datasets", "accelerate", "tokenizers", "pyarrow", "commit"):
+        assert versions[library], f"{path.name} does not record {library}'s version"
