@@ -136,10 +136,18 @@ def problem_type(data: RawData | PreparedData) -> str:
 
 
 def make_trainer(
-    model, training_args, splits: dict, tokenizer, collator, compute_metrics=None, started=None, class_weights=None
+    model,
+    training_args,
+    splits: dict,
+    tokenizer,
+    collator,
+    compute_metrics=None,
+    started=None,
+    class_weights=None,
+    trainer_class: type[ClassifierTrainer] = ClassifierTrainer,
 ) -> ClassifierTrainer:
     """The Trainer of a run on its train and validation splits, with the callbacks every run has."""
-    return ClassifierTrainer(
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=splits["train"],

@@ -7,13 +7,14 @@ import torch
 from conftest import REPO, read_jsonl
 from safetensors.torch import load_file
 from test_vocabulary import MISSING, tiny_bert_without
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
 
+from finetune.config import TrainingArguments
 from finetune.errors import UserError
 from finetune.models.heads import load_classifier
 from finetune.parsing import parse_args
+from finetune.pretrain import MaskedLMTrainer, pretrain_parser
 from finetune.pretrain import main as pretrain_main
-from finetune.pretrain import pretrain_parser
 from finetune.train import main as train_main
 
 
@@ -55,6 +56,28 @@ def test_pretrain_then_finetune_from_its_best(data_args, reviews, tmp_path, caps
     train = ["--model_type", "bert", "--model_name_or_path", str(run / "best"), "--max_length", "32"]
     assert train_main(data_args + train + ["--num_train_epochs", "1"]) == 0
     assert AutoTokenizer.from_pretrained(tmp_path / "run" / "best").get_vocab() == tokenizer.get_vocab()
+
+
+def test_loss_on_the_masked_positions_only_is_the_models_own_loss(reviews, tmp_path):
+    encoder = tiny_bert_without(reviews, tmp_path / "bert")
+    model = AutoModelForMaskedLM.from_pretrained(encoder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    texts = [row["text"] for row in read_jsonl(reviews["train"])[:8]]
+    torch.manual_seed(0)
+    batch = DataCollatorForLanguageModeling(tokenizer)(
+        [tokenizer(text, max_length=32, truncation=True) for text in texts]
+    )
+    expected = model(**batch).loss  # the head over every position
+
+    arguments = TrainingArguments(str(tmp_path / "run"), eval_strategy="no", load_best_model_at_end=False)
+    trainer = MaskedLMTrainer(model=model, args=arguments)
+    head_rows = []
+    model.cls.register_forward_hook(lambda head, args, output: head_rows.append(output.shape[0]))
+    loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    masked = int((batch["labels"] != -100).sum())
+    assert 0 < masked < batch["input_ids"].numel() // 4
+    assert head_rows == [masked] and outputs.logits.shape == (masked, len(tokenizer))
+    assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
 
 
 def original_pooler(encoder) -> torch.Tensor:
