@@ -59,9 +59,13 @@ def run_tfidf(seeds: list[int]) -> dict:
     }
 
 
-def run_finetune(config: str, seeds: list[int], output_dir: Path, extra: list[str]) -> dict:
+def train_command(config: str, seeds: list[int], output_dir: Path, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "finetune", "train", "--config", config, "--output_dir", str(output_dir)]
-    command += ["--overwrite_output_dir", "true", "--disable_tqdm", "true", "--seeds", *map(str, seeds), *extra]
+    return command + ["--overwrite_output_dir", "true", "--disable_tqdm", "true", "--seeds", *map(str, seeds), *extra]
+
+
+def run_finetune(config: str, seeds: list[int], output_dir: Path, extra: list[str]) -> dict:
+    command = train_command(config, seeds, output_dir, extra)
     started = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr)
     wall_seconds = time.perf_counter() - started
