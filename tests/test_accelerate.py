@@ -1,17 +1,20 @@
 """The real `accelerate launch`: CPU DDP with two processes, the mis-launch guard, two 'machines' over loopback."""
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import QUICK_TEXTCNN, REPO
+from conftest import QUICK_TEXTCNN, REPO, read_jsonl
+from test_vocabulary import tiny_bert_without
 
 from finetune.train import main as train_main
 
 TRAIN_SCRIPT = str(REPO / "finetune" / "train.py")
+PRETRAIN_SCRIPT = str(REPO / "finetune" / "pretrain.py")
 # 200 training rows in batches of 20: 10 steps an epoch for one process, 5 for each of two.
 QUICK = QUICK_TEXTCNN + ["--per_device_train_batch_size", "20"]
 
@@ -22,8 +25,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(launcher_flags: list[str], script_args: list[str], cwd, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launcher_flags, TRAIN_SCRIPT, *script_args]
+def launch(
+    launcher_flags: list[str], script_args: list[str], cwd, script: str = TRAIN_SCRIPT, **popen
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launcher_flags, script, *script_args]
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
@@ -67,6 +72,33 @@ def test_cpu_ddp_two_processes(data_args, tmp_path, single_process_steps):
         json.loads((tmp_path / name / "train_results.json").read_text())["train_tokens"] for name in ("single", "run")
     ]
     assert tokens[0] == tokens[1] > 0
+
+
+def test_pretrain_under_cpu_ddp(reviews, tmp_path):
+    encoder = tiny_bert_without(reviews, tmp_path / "bert")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(row["text"] + "\n" for row in read_jsonl(reviews["train"])), encoding="utf-8")
+    run = tmp_path / "run"
+    flags = ["--model_name_or_path", str(encoder), "--train_file", str(texts), "--validation_split_percentage", "10"]
+    flags += [
+        "--max_length",
+        "32",
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "10",
+        "--use_cpu",
+        "true",
+    ]
+    flags += ["--output_dir", str(run), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"]
+    ports = ["--main_process_port", str(free_port())]
+    process = launch(["--multi_gpu", "--num_processes", "2", *ports], flags, cwd=tmp_path, script=PRETRAIN_SCRIPT)
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log
+    # 180 training texts (10% of 200 held out) in batches of 10 on each of two processes: 9 steps.
+    assert global_step(run) == 9, log
+    assert (run / "best" / "model.safetensors").is_file()
+    assert math.isfinite(json.loads((run / "eval_results.json").read_text())["eval_loss"])
 
 
 def test_launch_without_use_cpu_on_a_machine_without_gpu_stops(data_args, tmp_path):
