@@ -59,6 +59,13 @@ def run_tfidf(seeds: list[int]) -> dict:
     }
 
 
+def bert_subset_flags(args: argparse.Namespace) -> list[str]:
+    """MiniLM's rows: the first --bert_train_samples training rows (all with 0), the first --bert_eval_samples
+    validation rows."""
+    flags = ["--max_eval_samples", str(args.bert_eval_samples)]
+    return flags + (["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else [])
+
+
 def train_command(config: str, seeds: list[int], output_dir: Path, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "finetune", "train", "--config", config, "--output_dir", str(output_dir)]
     return command + ["--overwrite_output_dir", "true", "--disable_tqdm", "true", "--seeds", *map(str, seeds), *extra]
@@ -101,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         load_module(DATA_DIR / "prepare.py").prepare(DATA_DIR)
 
     # BERT picks its best checkpoint on a validation subset too; the test split stays whole for every model.
-    bert_subset = ["--max_eval_samples", str(args.bert_eval_samples)]
-    bert_subset += ["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else []
+    bert_subset = bert_subset_flags(args)
     results = {}
     for model in args.models:
         print(f"== {model}", file=sys.stderr)

@@ -23,16 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from accuracy import DATA_DIR, REPO, load_module, run_finetune, train_command
+from accuracy import DATA_DIR, REPO, bert_subset_flags, load_module, run_finetune, train_command
 from common import add_output_argument, write_result
 
 ACCURACY_RESULT = REPO / "bench" / "results" / "accuracy.json"
-
-
-def classification_flags(args) -> list[str]:
-    """bench/accuracy.py's MiniLM subset flags."""
-    flags = ["--max_eval_samples", str(args.bert_eval_samples)]
-    return flags + (["--max_train_samples", str(args.bert_train_samples)] if args.bert_train_samples else [])
 
 
 def pretrain(output_dir: Path, epochs: float) -> dict:
@@ -103,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (DATA_DIR / "test.jsonl").exists():
         load_module(DATA_DIR / "prepare.py").prepare(DATA_DIR)
 
-    flags = classification_flags(args)
+    flags = bert_subset_flags(args)
     baseline = recorded_baseline(flags, args.seeds) if args.baseline == "recorded" else None
     run = args.pretrained_run
     pretraining = {}
