@@ -10,6 +10,7 @@ log carries ``training_seconds``, the time spent training so far (evaluations le
 
 Batching variants (--variants): random batches with dynamic padding; group_by_length with groups of 50 batches
 (transformers' size) or fewer; with or without length_group_by_label (every batch gets its group's label mix).
+grouped_by_label_constant_lr: the same with a constant learning rate after the warmup instead of linear decay.
 For each model and variant, the curve averaged over the seeds, and `time_to_target`: the training time at which
 the mean curve first reaches the mean final accuracy of random batches, as a share of random's mean training time.
 
@@ -51,13 +52,17 @@ MODELS = {
     },
 }  # fmt: skip
 GROUPED = ["--train_sampling_strategy", "group_by_length"]
+CONSTANT_LR = ["--lr_scheduler_type", "constant_with_warmup"]  # warmup, then no decay
 VARIANTS = {
     "random": ["--train_sampling_strategy", "random"],
     "grouped": [*GROUPED, "--length_group_by_label", "false", "--length_group_batches", "50"],
     "grouped_by_label": [*GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50"],
     "grouped_8": [*GROUPED, "--length_group_by_label", "false", "--length_group_batches", "8"],
     "grouped_8_by_label": [*GROUPED, "--length_group_by_label", "true", "--length_group_batches", "8"],
-}
+    "grouped_by_label_constant_lr": [
+        *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", *CONSTANT_LR
+    ],
+}  # fmt: skip
 STEP_SETTINGS = {
     "adamw_torch_fused": ["--optim", "adamw_torch_fused"],  # transformers' default
     "adamw_torch": ["--optim", "adamw_torch"],
