@@ -10,7 +10,10 @@ log carries ``training_seconds``, the time spent training so far (evaluations le
 
 Batching variants (--variants): random batches with dynamic padding; group_by_length with groups of 50 batches
 (transformers' size) or fewer; with or without length_group_by_label (every batch gets its group's label mix).
-grouped_by_label_constant_lr: the same with a constant learning rate after the warmup instead of linear decay.
+grouped_by_label_constant_lr: the same with a constant learning rate after the warmup instead of linear decay;
+grouped_by_label_dropout_0.1: the same with the checkpoint's own dropout (0.1 for MiniLM) instead of
+configs/bert.yaml's encoder_dropout 0. With --test, each run's final model is also scored on the whole test split,
+rows that no setting was chosen on.
 For each model and variant, the curve averaged over the seeds, and `time_to_target`: the training time at which
 the mean curve first reaches the mean final accuracy of random batches, as a share of random's mean training time.
 
@@ -61,6 +64,9 @@ VARIANTS = {
     "grouped_8_by_label": [*GROUPED, "--length_group_by_label", "true", "--length_group_batches", "8"],
     "grouped_by_label_constant_lr": [
         *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", *CONSTANT_LR
+    ],
+    "grouped_by_label_dropout_0.1": [
+        *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", "--encoder_dropout", "0.1"
     ],
 }  # fmt: skip
 STEP_SETTINGS = {
@@ -157,6 +163,8 @@ def accuracy_runs(args: argparse.Namespace, folder: Path) -> dict:
         config = config_without_early_stopping(model, folder)
         spec = MODELS[model]
         flags = [*spec["flags"], "--num_train_epochs", "1", "--eval_strategy", "steps"]
+        if args.test:  # after train_process's --test_file "", so this one counts
+            flags += ["--test_file", yaml.safe_load(config.read_text(encoding="utf-8"))["test_file"]]
         flags += [
             "--eval_steps",
             str(spec["eval_steps"]),
@@ -179,6 +187,8 @@ def accuracy_runs(args: argparse.Namespace, folder: Path) -> dict:
                     samples_per_second=run["results"]["train_throughput_samples_per_second"],
                     curve=points,
                 )
+                if args.test:
+                    runs[-1]["test_accuracy"] = run["results"]["test_accuracy"]
                 print(
                     json.dumps({model: variant, **{k: v for k, v in runs[-1].items() if k != "curve"}}),
                     file=sys.stderr,
@@ -192,6 +202,10 @@ def accuracy_runs(args: argparse.Namespace, folder: Path) -> dict:
                 "mean_curve": mean_curve([run["curve"] for run in runs]),
                 "runs": runs,
             }
+            if args.test:
+                tests = [run["test_accuracy"] for run in runs]
+                variants[variant]["test_accuracy_mean"] = round(statistics.mean(tests), 4)
+                variants[variant]["test_accuracy_std"] = round(statistics.stdev(tests), 4) if len(tests) > 1 else 0.0
         if "random" in variants:
             target, seconds = variants["random"]["final_accuracy_mean"], variants["random"]["training_seconds_mean"]
             for summary in variants.values():
@@ -264,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--steps_only", action="store_true", help="measure the per-step constant instead")
+    parser.add_argument("--test", action="store_true", help="also score each run's final model on the test split")
     parser.add_argument("--step_settings", nargs="+", default=list(STEP_SETTINGS), choices=list(STEP_SETTINGS))
     add_output_argument(parser)
     parser.add_argument("--plot_dir", type=Path, help="write time_to_accuracy_MODEL.png here")

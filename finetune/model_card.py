@@ -191,6 +191,8 @@ def build_model_card(
     hyperparameters["metric_for_best_model"] = training_args.metric_for_best_model
     if model_args.model_type == "bert":  # at most this many unknown words of the training texts become new tokens
         hyperparameters["extend_vocabulary"] = model_args.extend_vocabulary
+        if model_args.encoder_dropout is not None:
+            hyperparameters["encoder_dropout"] = model_args.encoder_dropout
     hyperparameters["min_frequency"] = model_args.min_frequency  # of a TextCNN vocabulary, or of the words added
     if training_args.early_stopping_patience is not None:
         hyperparameters["early_stopping_patience"] = training_args.early_stopping_patience

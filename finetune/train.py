@@ -108,6 +108,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             trust_remote_code=model_args.trust_remote_code,
             textcnn=model_args.model_type == "textcnn",
             problem_type=problem_type(raw),
+            dropout=model_args.encoder_dropout,
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
             model.resize_token_embeddings(len(tokenizer))

@@ -102,11 +102,30 @@ def test_training_goes_on_from_a_classifier_on_its_labels_and_on_new_ones(data_a
     assert train_main(data_args + bert) == 0
     assert "kept the classification head" in capsys.readouterr().out  # train's log goes to stdout
 
-    three = write_three_labels(reviews, tmp_path)
+    three = write_three_labels(reviews, tmp_path) + ["--encoder_dropout", "0"]
     assert train_main(data_args + bert + three + ["--output_dir", str(tmp_path / "three")]) == 0
     assert "new classification head is made for the training labels" in capsys.readouterr().out
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "three" / "best")
     assert model.config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+
+
+@pytest.mark.parametrize("labels", [["negative", "positive"], ["bad", "good"]])  # the head kept, a new head
+def test_encoder_dropout_replaces_every_dropout_of_the_model(texts, tmp_path, labels):
+    make_tiny_classifier(tmp_path / "ckpt", texts, ["negative", "positive"])
+    inputs = AutoTokenizer.from_pretrained(tmp_path / "ckpt")(texts[:8], padding=True, return_tensors="pt")
+    for dropout, same in ((None, False), (0.0, True)):
+        model = load_classifier(str(tmp_path / "ckpt"), labels, dropout=dropout).train()
+        with torch.no_grad():
+            first, second = model(**inputs).logits, model(**inputs).logits
+        assert torch.equal(first, second) == same  # in training mode, only dropout makes two passes differ
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+    assert all(module.p == 0.0 for module in model.modules() if isinstance(module, torch.nn.Dropout))
+
+
+def test_encoder_dropout_is_for_bert_models(data_args):
+    with pytest.raises(UserError, match="encoder_dropout is for model_type bert"):
+        parse_args(data_args + ["--model_type", "textcnn", "--encoder_dropout", "0"])
 
 
 def test_a_textcnn_run_goes_on_from_an_earlier_best_with_its_vocabulary(data_args, reviews, tmp_path, capsys):

@@ -82,16 +82,17 @@ def load_classifier(
     trust_remote_code: bool = False,
     textcnn: bool = False,
     problem_type: str = "single_label_classification",
+    dropout: float | None = None,
 ) -> PreTrainedModel:
     """A sequence classifier for ``label_list`` (finetune's order) from the checkpoint or encoder at ``path``,
     which must hold a TextCNN when ``textcnn`` is set (model_type textcnn) and another model when it is not.
     ``problem_type`` (single_label_classification or multi_label_classification) picks the loss; a kept head
-    takes it too."""
+    takes it too. ``dropout``, when given, replaces every dropout probability of the model's config."""
     id2label = dict(enumerate(label_list))
     label2id = {label: index for index, label in id2label.items()}
     options = {"cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(path, **options)
+        config = with_dropout(AutoConfig.from_pretrained(path, **options), dropout)
         if (config.model_type == "textcnn") != textcnn:
             wanted = "textcnn" if config.model_type == "textcnn" else "bert"
             raise UserError(f"{path} holds a {config.model_type} model: set model_type: {wanted} to start from it.")
@@ -114,6 +115,7 @@ def load_classifier(
             problem_type=problem_type,
             **options,
         )
+        with_dropout(new_config, dropout)
         if not has_head(config):  # a bare encoder: from_pretrained makes the head
             return AutoModelForSequenceClassification.from_pretrained(path, config=new_config, **options)
         warn_new_head(path, config, label_list, new_head)
@@ -126,6 +128,17 @@ def load_classifier(
     if unexpected or not all(is_head(model, name) for name in missing):
         raise UserError(f"{path}: its encoder's weights do not fit the model it describes ({unexpected or missing}).")
     return model
+
+
+def with_dropout(config: PretrainedConfig, probability: float | None) -> PretrainedConfig:
+    """``config`` with every dropout probability it names set to ``probability`` (unchanged when None): BERT's
+    hidden_dropout_prob, attention_probs_dropout_prob and classifier_dropout, DistilBERT's dropout,
+    attention_dropout and seq_classif_dropout, and so on."""
+    if probability is not None:
+        for name, value in list(vars(config).items()):
+            if "dropout" in name and (value is None or isinstance(value, float)):
+                setattr(config, name, probability)
+    return config
 
 
 def warn_new_head(path: str, config: PretrainedConfig, label_list: list[str], forced: bool) -> None:
