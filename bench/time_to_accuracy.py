@@ -11,9 +11,9 @@ log carries ``training_seconds``, the time spent training so far (evaluations le
 Batching variants (--variants): random batches with dynamic padding; group_by_length with groups of 50 batches
 (transformers' size) or fewer; with or without length_group_by_label (every batch gets its group's label mix).
 grouped_by_label_constant_lr: the same with a constant learning rate after the warmup instead of linear decay;
-grouped_by_label_dropout_0.1: the same with the checkpoint's own dropout (0.1 for MiniLM) instead of
-configs/bert.yaml's encoder_dropout 0. With --test, each run's final model is also scored on the whole test split,
-rows that no setting was chosen on.
+random_dropout_0 and grouped_by_label_dropout_0: with encoder_dropout 0 instead of the checkpoint's own dropout
+(0.1 for MiniLM). With --test, each run's final model is also scored on the whole test split, rows that no setting
+was chosen on.
 For each model and variant, the curve averaged over the seeds, and `time_to_target`: the training time at which
 the mean curve first reaches the mean final accuracy of random batches, as a share of random's mean training time.
 
@@ -65,8 +65,9 @@ VARIANTS = {
     "grouped_by_label_constant_lr": [
         *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", *CONSTANT_LR
     ],
-    "grouped_by_label_dropout_0.1": [
-        *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", "--encoder_dropout", "0.1"
+    "random_dropout_0": ["--train_sampling_strategy", "random", "--encoder_dropout", "0"],
+    "grouped_by_label_dropout_0": [
+        *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", "--encoder_dropout", "0"
     ],
 }  # fmt: skip
 STEP_SETTINGS = {

@@ -55,8 +55,8 @@ class ModelArguments:
         metadata={
             "help": "bert: the probability of every dropout in the model's config (for BERT hidden_dropout_prob and "
             "attention_probs_dropout_prob, which the classifier's dropout follows; other architectures' names "
-            "too), saved with the model. Unset keeps the checkpoint's own (0.1 for most). 0 learns faster in a "
-            "short run (docs/time_to_accuracy.md)."
+            "too), saved with the model. Unset keeps the checkpoint's own (0.1 for most). 0 saves the masks' "
+            "memory and time (docs/time_to_accuracy.md)."
         },
     )
     tokenizer_name: str | None = field(
