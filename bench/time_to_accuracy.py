@@ -11,9 +11,11 @@ log carries ``training_seconds``, the time spent training so far (evaluations le
 Batching variants (--variants): random batches with dynamic padding; group_by_length with groups of 50 batches
 (transformers' size) or fewer; with or without length_group_by_label (every batch gets its group's label mix).
 grouped_by_label_constant_lr: the same with a constant learning rate after the warmup instead of linear decay;
-random_dropout_0 and grouped_by_label_dropout_0: with encoder_dropout 0 instead of the checkpoint's own dropout
-(0.1 for MiniLM). With --test, each run's final model is also scored on the whole test split, rows that no setting
-was chosen on.
+random_dropout_0 and grouped_by_label_dropout_0: with encoder_dropout 0 instead of the checkpoint's own dropout (0.1
+for MiniLM). grouped_by_label_multiple_16: batch lengths rounded up to a multiple of 16, few distinct shapes.
+example_script: the settings of transformers' run_classification.py (random batches padded to max_length, no warmup,
+no weight decay), the reference the MiniLM targets were set against. With --test, each run's final model is also
+scored on the whole test split, rows that no setting was chosen on.
 For each model and variant, the curve averaged over the seeds, and `time_to_target`: the training time at which
 the mean curve first reaches the mean final accuracy of random batches, as a share of random's mean training time.
 
@@ -66,6 +68,15 @@ VARIANTS = {
         *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", *CONSTANT_LR
     ],
     "random_dropout_0": ["--train_sampling_strategy", "random", "--encoder_dropout", "0"],
+    # Lengths rounded up to a multiple of 16: 8 batch shapes instead of up to 128, and a smaller heap
+    "grouped_by_label_multiple_16": [
+        *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", "--pad_to_multiple_of", "16"
+    ],
+    # The transformers example script's settings: random batches padded to max_length, and TrainingArguments'
+    # defaults where configs/bert.yaml sets its own (no warmup, no weight decay).
+    "example_script": [
+        "--train_sampling_strategy", "random", "--padding", "max_length", "--warmup_steps", "0", "--weight_decay", "0"
+    ],
     "grouped_by_label_dropout_0": [
         *GROUPED, "--length_group_by_label", "true", "--length_group_batches", "50", "--encoder_dropout", "0"
     ],
