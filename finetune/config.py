@@ -339,6 +339,21 @@ class TrainingArguments(HfTrainingArguments):
             "predict."
         },
     )
+    baseline: Literal["tfidf", "none"] = field(
+        default="tfidf",
+        metadata={
+            "help": "tfidf: before training, fit TF-IDF (character 1-3-grams for a character tokenizer, else word "
+            "1-2-grams) + logistic regression on the same splits, C picked on validation, and report it beside the "
+            "model (log, baseline_results.json, all_results.json, model card, finetune report). none: skip it."
+        },
+    )
+    baseline_max_train_samples: int = field(
+        default=100_000,
+        metadata={
+            "help": "Fit the baseline on a seeded random subsample of this many training rows when the training "
+            "split is larger (it holds their TF-IDF matrix in memory)."
+        },
+    )
     seeds: list[int] | None = field(
         default=None,
         metadata={
@@ -372,6 +387,8 @@ class TrainingArguments(HfTrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_class_weights()
+        if self.baseline_max_train_samples < 1:
+            raise UserError(f"baseline_max_train_samples must be at least 1, got {self.baseline_max_train_samples}.")
         if self.threshold != "tune":
             try:
                 value = float(self.threshold)

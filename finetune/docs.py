@@ -165,6 +165,7 @@ def render() -> str:
     from finetune.predict import make_parser as predict_parser
     from finetune.pretrain import PretrainArguments
     from finetune.report import make_parser as report_parser
+    from finetune.search import make_parser as search_parser
     from finetune.serve import make_parser as serve_parser
 
     lines = [
@@ -201,6 +202,7 @@ def render() -> str:
         *command_section("finetune predict", predict_parser()),
         *command_section("finetune evaluate", evaluate_parser()),
         *command_section("finetune report", report_parser()),
+        *command_section("finetune search", search_parser()),
         *command_section("finetune export", export_parser()),
         *command_section("finetune serve", serve_parser()),
         *command_section("finetune cache", cache_parser()),

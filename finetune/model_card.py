@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
 
+from finetune.baseline import BASELINE_FILE, SPLIT_NAMES, comparison
 from finetune.config import EVAL_METRICS, DataArguments, ModelArguments, TrainingArguments
 from finetune.files import file_sha256
 
@@ -114,6 +115,7 @@ def build_model_card(
     training_args: TrainingArguments,
     best: dict,
     metrics: dict,
+    baseline: dict | None = None,
 ) -> str:
     """The card's text.
 
@@ -121,6 +123,7 @@ def build_model_card(
         trainer: The Trainer after training, for the model, the hyperparameters and the log history.
         best: The run's best.json.
         metrics: The run's results, as written to all_results.json (train_, eval_ and test_ keys).
+        baseline: The run's baseline_results.json, when the run fitted the baseline.
     """
     output_dir = Path(training_args.output_dir)
     name = output_dir.name
@@ -150,6 +153,13 @@ def build_model_card(
     card += metric_lines(metrics, "eval")
     if any(key.startswith("test_") for key in metrics):
         card += ["", f"and on the test set (`{data_args.test_file or 'test'}`):", *metric_lines(metrics, "test")]
+    if baseline:
+        compared = [f"{name}: {text}" for split, name in SPLIT_NAMES if (text := comparison(metrics, baseline, split))]
+        card += [
+            "",
+            f"Beside it, {baseline['model']} (C {baseline['C']:g}) fitted on the same training rows scores "
+            f"{'; '.join(compared)} (accuracy; `{BASELINE_FILE}` in the run's folder has the rest).",
+        ]
 
     import_line = (
         "import finetune  # registers TextCNN with the Auto classes\n" if model_args.model_type == "textcnn" else ""
@@ -248,8 +258,10 @@ def write_model_card(
     training_args: TrainingArguments,
     best: dict,
     metrics: dict,
+    baseline: dict | None = None,
 ) -> Path:
     """Writes best/README.md; see ``build_model_card``."""
     path = Path(best_dir) / CARD_FILE
-    path.write_text(build_model_card(trainer, model_args, data_args, training_args, best, metrics), encoding="utf-8")
+    card = build_model_card(trainer, model_args, data_args, training_args, best, metrics, baseline)
+    path.write_text(card, encoding="utf-8")
     return path

@@ -35,15 +35,20 @@ def make_parser(
     return parser
 
 
+def read_yaml(path: str, kind: str):
+    """A YAML file's content ({} when empty); a missing file or bad YAML is a UserError that starts with ``kind``."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{kind} {path} does not exist.")
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{kind} {path} is not valid YAML: {error}") from None
+
+
 def load_yaml_config(path: str, known_keys: set[str]) -> dict:
     """Reads a YAML config and refuses keys that no argument has."""
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise UserError(f"Config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"Config file {path} is not valid YAML: {error}") from None
+    values = read_yaml(path, "Config file")
     if not isinstance(values, dict):
         raise UserError(f"Config file {path} must be a mapping of argument names to values.")
     unknown = sorted(set(values) - known_keys)
@@ -108,6 +113,39 @@ def check_yaml_values(values: dict, parser: argparse.ArgumentParser, path: str) 
     return checked
 
 
+def config_values(argv: list[str], parser: HfArgumentParser) -> tuple[str | None, dict]:
+    """The ``--config`` file named in ``argv`` and its checked values (none without one)."""
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("--config")
+    config_path = config_parser.parse_known_args(argv)[0].config
+    if not config_path:
+        return None, {}
+    known_keys = {action.dest for action in parser._actions} - {"help", "config"}
+    return config_path, check_yaml_values(load_yaml_config(config_path, known_keys), parser, config_path)
+
+
+def parse_namespace(argv: list[str], parser: HfArgumentParser) -> argparse.Namespace:
+    """The values of every argument: defaults, then the YAML config, then the flags; not yet checked by the
+    dataclasses."""
+    config_path, values = config_values(argv, parser)
+    if config_path:
+        parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def given_flags(argv: list[str], parser: HfArgumentParser) -> dict:
+    """The arguments that ``argv``'s flags set, with their parsed values (nothing from defaults or a config)."""
+    defaults = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action in parser._actions:
+            action.default = defaults[action.dest]
+    return {name: value for name, value in vars(namespace).items() if name not in ("config", "help")}
+
+
 def parse_args(argv: list[str] | None = None, parser: HfArgumentParser | None = None) -> tuple:
     """Parses the YAML config and command-line flags into the argument dataclasses (by default ``finetune
     train``'s three: ModelArguments, DataArguments, TrainingArguments).
@@ -117,14 +155,7 @@ def parse_args(argv: list[str] | None = None, parser: HfArgumentParser | None = 
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = parser or make_parser()
-    config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("--config")
-    config_path = config_parser.parse_known_args(argv)[0].config
-    if config_path:
-        known_keys = {action.dest for action in parser._actions} - {"help", "config"}
-        values = load_yaml_config(config_path, known_keys)
-        parser.set_defaults(**check_yaml_values(values, parser, config_path))
-    namespace = parser.parse_args(argv)
+    namespace = parse_namespace(argv, parser)
 
     select_gpus(namespace.gpus, namespace.use_cpu)
 

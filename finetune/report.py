@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.baseline import BASELINE_FILE, SPLIT_NAMES, comparison
 from finetune.checkpoints import (
     BEST_FILE,
     CHECKPOINT_NAME,
@@ -50,6 +51,8 @@ class RunHistory:
     epoch: float = 0.0
     totals: dict = field(default_factory=dict)  # train_runtime, train_samples_per_second, train_loss, ...
     test_results: dict = field(default_factory=dict)
+    eval_results: dict = field(default_factory=dict)  # the best model's, evaluated again after training
+    baseline: dict = field(default_factory=dict)  # baseline_results.json
 
     @property
     def metric_names(self) -> list[str]:
@@ -90,6 +93,9 @@ def read_history(output_dir: str | Path) -> RunHistory:
     if results_path.is_file():
         results = json.loads(results_path.read_text(encoding="utf-8"))
         history.test_results = {name: value for name, value in results.items() if name.startswith("test_")}
+        history.eval_results = {name: value for name, value in results.items() if name.startswith("eval_")}
+    if (output_dir / BASELINE_FILE).is_file():
+        history.baseline = json.loads((output_dir / BASELINE_FILE).read_text(encoding="utf-8"))
     return history
 
 
@@ -188,6 +194,12 @@ def format_summary(history: RunHistory) -> str:
             if name in ("test_accuracy", "test_f1", "test_loss")
         ]
         lines.append(f"test       {', '.join(shown)} ({history.test_results.get('test_samples', '?')} examples)")
+    if history.baseline:
+        results = {**history.eval_results, **history.test_results}
+        compared = [
+            f"{name} {text}" for split, name in SPLIT_NAMES if (text := comparison(results, history.baseline, split))
+        ]
+        lines.append(f"baseline   {history.baseline['model']}, C {history.baseline['C']:g}: {'; '.join(compared)}")
 
     if history.evaluations:
         rows = history.evaluations

@@ -30,6 +30,7 @@ from functools import partial
 import datasets
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
+from finetune.baseline import BASELINE_FILE, SPLIT_NAMES, comparison, fit_baseline, log_baseline, prefixed
 from finetune.checkpoints import (
     ARGS_FILE,
     BEST_DIR,
@@ -45,6 +46,7 @@ from finetune.data import (
     ClassificationCollator,
     RawData,
     iter_texts,
+    load_raw_splits,
     write_bad_rows,
 )
 from finetune.data.prepared import PreparedData, prepare_data
@@ -71,7 +73,8 @@ from finetune.trainer import ClassifierTrainer
 logger = logging.getLogger("finetune")
 
 SEEDS_FILE = "seeds_results.json"
-RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json")
+RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json", BASELINE_FILE)
+ALL_RESULTS_FILE = "all_results.json"
 
 
 def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: RawData) -> PreTrainedTokenizerBase:
@@ -146,8 +149,9 @@ def make_trainer(
     started=None,
     class_weights=None,
     trainer_class: type[ClassifierTrainer] = ClassifierTrainer,
+    callbacks: Collection[TrainerCallback] = (),
 ) -> ClassifierTrainer:
-    """The Trainer of a run on its train and validation splits, with the callbacks every run has."""
+    """The Trainer of a run on its train and validation splits, with the callbacks every run has and ``callbacks``."""
     return trainer_class(
         model=model,
         args=training_args,
@@ -156,7 +160,7 @@ def make_trainer(
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=compute_metrics,
-        callbacks=run_callbacks(training_args, splits.values()),
+        callbacks=[*run_callbacks(training_args, splits.values()), *callbacks],
         started=started,
         class_weights=class_weights,
     )
@@ -228,6 +232,37 @@ def save_best(trainer: ClassifierTrainer, tokenizer: PreTrainedTokenizerBase, ar
     }
 
 
+def run_baseline(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> dict | None:
+    """The TF-IDF baseline on the run's splits (see finetune/baseline.py), fitted by the main process only."""
+    if training_args.baseline == "none" or training_args.process_index != 0:
+        return None
+    raw = load_raw_splits(data_args, seed=training_args.seed)  # the texts: the tokenized splits hold token ids
+    try:
+        results = fit_baseline(
+            raw,
+            [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else []),
+            None if model_args.model_name_or_path else model_args.tokenizer_level,
+            model_args.lowercase,
+            training_args.seed,
+            training_args.baseline_max_train_samples,
+            threshold=initial_threshold(training_args.threshold),
+        )
+    finally:
+        raw.close()
+    if results:
+        log_baseline(results)
+    return results
+
+
+def add_to_all_results(output_dir: Path, values: dict) -> None:
+    """Adds ``values`` to all_results.json, which the Trainer's save_metrics keeps for the other splits."""
+    path = output_dir / ALL_RESULTS_FILE
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json_atomically(path, {**results, **values})
+
+
 def setup_logging(training_args: TrainingArguments) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("[finetune] %(message)s"))
@@ -236,8 +271,14 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
-    """One training run: data, tokenizer, model, Trainer, best checkpoint, result files.
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    callbacks: Collection[TrainerCallback] = (),
+) -> dict:
+    """One training run: data, tokenizer, model, Trainer, best checkpoint, result files. ``callbacks`` join the
+    Trainer's (finetune search reports each evaluation to its trial through one).
 
     Returns:
         The run's train, eval and (with a test file) test metrics, as written to all_results.json.
@@ -261,6 +302,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         ", ".join(f"{split} {len(dataset)}" for split, dataset in tokenized.items()),
         ", ".join(map(str, prepared.label_list)),
     )
+
+    baseline = run_baseline(model_args, data_args, training_args)
 
     model = build_model(model_args, tokenizer, prepared)
     if model.config.model_type == "textcnn" and model_args.model_name_or_path:
@@ -290,7 +333,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         num_labels=len(labels) if multi_label else None,
     )
     metrics = partial(compute_metrics, threshold=initial_threshold(training_args.threshold))
-    trainer = make_trainer(model, training_args, tokenized, tokenizer, collator, metrics, started, weights)
+    trainer = make_trainer(
+        model, training_args, tokenized, tokenizer, collator, metrics, started, weights, callbacks=callbacks
+    )
 
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
@@ -320,9 +365,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             test_metrics["test_loss"],
         )
     results = {**train_metrics, **eval_metrics, **test_metrics}
+    if baseline:
+        results.update(prefixed(baseline))
+        if trainer.is_world_process_zero():
+            write_json_atomically(output_dir / BASELINE_FILE, baseline)
+            add_to_all_results(output_dir, prefixed(baseline))
+        compared = [f"{name}: {text}" for split, name in SPLIT_NAMES if (text := comparison(results, baseline, split))]
+        logger.info("against the baseline: %s", "; ".join(compared))
     if trainer.is_world_process_zero():
         with stop_when_disk_full(f"writing the model card, the curves and {BEST_FILE} in {output_dir}", "of the run"):
-            write_model_card(output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results)
+            write_model_card(
+                output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results, baseline
+            )
             logger.info("curves: %s", plot_curves(read_history(output_dir)))
             # Last, through a rename: a run cut short before this point has no best.json and can be resumed.
             write_json_atomically(output_dir / BEST_FILE, best)

@@ -1,0 +1,188 @@
+"""finetune search on the small fixture: trials, pruning, selection over seeds, outputs, resuming after SIGKILL,
+two workers on one study, and search spaces that are refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from finetune.cli import main as cli_main
+from finetune.parsing import parse_args
+from finetune.search import main as search_main
+
+SPACE = {
+    "learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+    "num_filters": [8, 16],
+    "kernel_sizes": [[1, 2, 3], [2, 3]],
+}
+
+
+@pytest.fixture
+def config(reviews, tmp_path) -> Path:
+    """A quick TextCNN config on the fixture whose own values lie in SPACE (so trial 0 is the config itself)."""
+    values = {
+        "train_file": str(reviews["train"]),
+        "validation_file": str(reviews["validation"]),
+        "test_file": str(reviews["test"]),
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "run"),
+        "embedding_dim": 16,
+        "num_filters": 16,
+        "kernel_sizes": [1, 2, 3],
+        "wide_ngram_buckets": 1024,
+        "learning_rate": 5.0e-3,
+        "per_device_train_batch_size": 16,
+        "num_train_epochs": 2,
+        "logging_steps": 5,
+    }
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def write_space(directory: Path, space: dict) -> Path:
+    path = directory / "space.yaml"
+    path.write_text(yaml.safe_dump(space), encoding="utf-8")
+    return path
+
+
+def search_command(config: Path, space: Path, search_dir: Path, *extra: str) -> list[str]:
+    return ["--config", str(config), "--search_space", str(space), "--search_dir", str(search_dir), *extra]
+
+
+def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_path):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "2")
+    assert search_main(argv + ["--selection_seeds", "1"]) == 0
+
+    document = json.loads((search_dir / "search.json").read_text())
+    trials = document["trials"]
+    assert [trial["number"] for trial in trials] == [0, 1, 2]
+    assert all(trial["state"] in ("complete", "pruned") and trial["seconds"] > 0 for trial in trials)
+    assert trials[0]["shipped"] and trials[0]["params"] == {
+        "learning_rate": 5.0e-3,
+        "num_filters": 16,
+        "kernel_sizes": [1, 2, 3],
+    }
+    for trial in trials:
+        assert set(trial["params"]) == set(SPACE)
+        assert 1e-3 <= trial["params"]["learning_rate"] <= 1e-2
+
+    # Selection: the top 2 trials by eval_loss, each with seed 43 too; the winner has the lowest mean.
+    complete = sorted((t for t in trials if t["state"] == "complete"), key=lambda t: t["value"])
+    selection = document["selection"]
+    assert [entry["trial"] for entry in selection] == [t["number"] for t in complete[:2]]
+    for entry in selection:
+        seed_run = json.loads((search_dir / f"trial-{entry['trial']}" / "seed-43" / "all_results.json").read_text())
+        assert entry["values"]["43"] == seed_run["eval_loss"]
+        assert entry["mean"] == pytest.approx((entry["values"]["42"] + entry["values"]["43"]) / 2)
+    winner = document["winner"]
+    assert winner["mean"] == min(entry["mean"] for entry in selection)
+
+    # The test split is scored once, for the winner; the trials never saw it.
+    assert not list(search_dir.glob("trial-*/test_results.json"))
+    assert not list(search_dir.glob("trial-*/checkpoint-*"))  # removed after each trial
+    assert (Path(winner["output_dir"]) / "best" / "model.safetensors").is_file()
+    assert document["test"]["samples"] == 50 and 0.5 < document["test"]["test_accuracy"] <= 1.0
+    assert document["baseline"]["test_samples"] == 50  # fitted once, beside the winner
+    assert (search_dir / "optimization_history.png").stat().st_size > 0
+
+    # best.yaml: the config with the winner's parameters, as finetune train takes it.
+    model_args, data_args, training_args = parse_args(
+        ["--config", str(search_dir / "best.yaml"), "--output_dir", str(tmp_path / "final")]
+    )
+    assert model_args.num_filters == winner["params"]["num_filters"]
+    assert model_args.kernel_sizes == winner["params"]["kernel_sizes"]
+    assert training_args.learning_rate == winner["params"]["learning_rate"]
+    assert model_args.embedding_dim == 16 and data_args.test_file.endswith("reviews_test.jsonl")
+
+
+def run_search(argv: list[str], log: Path) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log.open("w") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "finetune", "search", *argv],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+
+
+def read_study(search_dir: Path) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name="finetune-search", storage=f"sqlite:///{search_dir / 'study.db'}")
+    return study.trials
+
+
+@pytest.mark.slow
+def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
+    argv += ["--selection_seeds", "0", "--heartbeat_interval", "1", "--pruner", "none"]
+    first = run_search(argv, tmp_path / "first.log")
+    deadline = time.monotonic() + 240
+    while not (search_dir / "trial-1").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = {trial.number: trial for trial in read_study(search_dir)}
+    assert before[0].state.name == "COMPLETE" and before[1].state.name == "RUNNING"
+
+    assert search_main(argv) == 0  # the same command
+    after = read_study(search_dir)
+    # Trial 0 is kept as it was; the killed trial 1 failed and its parameters were run again as a new trial.
+    assert after[0].value == before[0].value and after[0].datetime_complete == before[0].datetime_complete
+    assert after[1].state.name == "FAIL"
+    retried = [trial for trial in after[2:] if trial.params == before[1].params]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert sum(trial.state.name == "COMPLETE" for trial in after) == 3
+    assert (search_dir / "best.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(config, tmp_path):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "4", "--worker")
+    argv += ["--pruner", "none", "--heartbeat_interval", "5"]
+    workers = [run_search(argv, tmp_path / f"worker-{index}.log") for index in range(2)]
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
+
+    trials = read_study(search_dir)
+    assert len(trials) == 4 and all(trial.state.name == "COMPLETE" for trial in trials)
+    assert sorted(trial.number for trial in trials) == [0, 1, 2, 3]
+    # Each trial ran once, by one worker, into its own folder, and both workers ran trials.
+    assert sorted(trial.user_attrs["output_dir"] for trial in trials) == [
+        str(search_dir / f"trial-{number}") for number in range(4)
+    ]
+    assert all((search_dir / f"trial-{number}" / "best.json").is_file() for number in range(4))
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 2
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"learning_rte": [1e-3]}, "unknown key learning_rte"),
+        ({"dropout": {"low": 0.5, "high": 0.5}}, "dropout: the range 0.5..0.5 is empty"),
+        ({"num_filters": []}, "num_filters: the list of choices is empty"),
+        ({"lr_scheduler_type": ["linear", "sideways"]}, "lr_scheduler_type: 'sideways' is not one of"),
+        ({"wide_ngram_buckets": [1, 1024]}, "wide_ngram_buckets: 1 is refused"),
+        ({"num_filters": {"low": 8, "hihg": 16}}, "num_filters: a range is {low: L, high: H}"),
+        ({"label_smoothing_factor": {"low": 0.0, "high": 0.2}}, "label_smoothing_factor changes eval_loss"),
+    ],
+)
+def test_a_bad_search_space_exits_2_naming_the_key(space, message, config, tmp_path, capsys):
+    argv = ["search", *search_command(config, write_space(tmp_path, space), tmp_path / "search")]
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not (tmp_path / "search" / "study.db").exists()  # refused before any trial
