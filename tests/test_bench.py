@@ -47,3 +47,21 @@ def test_every_result_file_records_date_machine_and_versions(path):
     versions = result["versions"]
     for library in ("torch", "transformers", "datasets", "accelerate", "tokenizers", "pyarrow", "commit"):
         assert versions[library], f"{path.name} does not record {library}'s version"
+
+
+@pytest.mark.slow
+def test_search_benchmark_tiny_mode_scores_the_winner_and_the_shipped_config(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "search.py"), "--tiny", "--work_dir", str(tmp_path)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    corpus = json.loads(completed.stdout)["corpora"][0]
+    assert corpus["trials"]["complete"] + corpus["trials"]["pruned"] == 2
+    for name in ("winner", "shipped"):
+        accuracy = corpus["test_accuracy"][name]
+        assert len(accuracy["values"]) == 3 and all(0 < value <= 1 for value in accuracy["values"])
+    assert 0.5 < corpus["test_accuracy"]["baseline"] <= 1
