@@ -75,6 +75,11 @@ class Spec:
             return encode(value) in [encode(choice) for choice in self.choices]
         return isinstance(value, (int, float)) and self.low <= value <= self.high
 
+    def cast(self, value):
+        """A config's value as this parameter's trials draw it: ``num_train_epochs: 6.0`` is 6 in an int range."""
+        integers = self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+        return int(value) if integers and isinstance(value, float) and value.is_integer() else value
+
     def extremes(self) -> list:
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
@@ -187,9 +192,6 @@ class Search:
                     shutil.rmtree(checkpoint, ignore_errors=True)
         results["search_seconds"] = time.monotonic() - started
         return results
-
-    def better(self, value: float, other: float) -> bool:
-        return value > other if self.greater_is_better else value < other
 
 
 def param_flags(params: dict) -> list[str]:
@@ -406,7 +408,7 @@ def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -
     from finetune.parsing import parse_namespace
 
     namespace = parse_namespace(["--config", config, *train_flags], train_parser())
-    values = {name: getattr(namespace, name) for name in space}
+    values = {name: space[name].cast(getattr(namespace, name)) for name in space}
     return values if all(space[name].holds(value) for name, value in values.items()) else None
 
 
