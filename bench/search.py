@@ -5,8 +5,9 @@ For each corpus (the demo, and the two tasks of the shopping corpus in ../shared
 1. ``finetune search --config configs/textcnn.yaml --search_space configs/search/textcnn.yaml`` with the stated
    budget (--n_trials, --timeout; --max_epochs caps the space's num_train_epochs and sets the shipped config's),
    the top_k trials over 3 seeds;
-2. the winner's three seed runs (the search trained them) and the shipped config's three (trial 0 is the config
-   itself; seeds it lacks are trained here with the same flags) scored on the test split with `finetune evaluate`;
+2. the winner's three seed runs and the shipped config's three (trial 0 is the config itself, and the selection
+   trains it over the same seeds; when its values lie outside the space, it is trained here) scored on the test split
+   with `finetune evaluate`;
 3. the TF-IDF baseline of the same splits (search.json's, fitted once by the search).
 
 Prints one JSON object: per corpus the budget, seconds, the winner's params, and test accuracy mean ± std over 3

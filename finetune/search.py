@@ -11,8 +11,8 @@ is chosen over several seeds, since one run on a small validation split is noisy
    starts. Each trial trains into ``SEARCH_DIR/trial-N`` without the test split; every evaluation reports the
    objective (the config's ``metric_for_best_model``, eval_loss by default) to the pruner, which stops trials that
    fall behind the median. Checkpoints are removed after a trial; its best/ and results stay.
-2. Selection: the ``top_k`` best trials are trained again with ``selection_seeds`` more seeds; the winner has the best
-   mean over its seeds.
+2. Selection: the ``top_k`` best trials, and trial 0 (the config as it was), are trained again with
+   ``selection_seeds`` more seeds; the winner has the best mean over its seeds.
 3. The winner: its run is scored once on the test split, ``best.yaml`` holds its config (``finetune train --config
    SEARCH_DIR/best.yaml`` takes it as it is), ``search.json`` every trial, and two plots show the history and which
    parameters mattered.
@@ -489,8 +489,12 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
     if not complete:
         raise UserError("No trial finished: every one was pruned or failed; see the log and search.json.")
     ranked = sorted(complete, key=lambda trial: trial.value, reverse=search.greater_is_better)
+    finalists = ranked[: args.top_k]
+    # The config as it was (trial 0) runs over the same seeds as the finalists: a winner must beat it on the mean,
+    # not on one lucky seed.
+    finalists += [trial for trial in ranked[args.top_k :] if trial.user_attrs.get("shipped")]
     selection = []
-    for trial in ranked[: args.top_k]:
+    for trial in finalists:
         params = {name: decode(value) for name, value in trial.params.items()}
         values = {search.seed: trial.value}
         for offset in range(1, args.selection_seeds + 1):
