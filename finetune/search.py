@@ -141,10 +141,15 @@ def pruning_callback(trial, metric: str, per_epoch: bool):
     from transformers import TrainerCallback
 
     class ReportToTrial(TrainerCallback):
+        def __init__(self):
+            self.reported: set[int] = set()
+
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not metrics or metric not in metrics:
-                return
             step = round(state.epoch) if per_epoch else state.global_step
+            # The best model is evaluated again after training, at the last step: that is no new value.
+            if not metrics or metric not in metrics or step in self.reported:
+                return
+            self.reported.add(step)
             trial.report(metrics[metric], step)
             if trial.should_prune():
                 unit = "epoch" if per_epoch else "step"
@@ -289,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and failing stale trials are marked experimental in Optuna; they are what continuing relies on.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = args.storage or f"sqlite:///{(search.search_dir / STUDY_FILE).resolve()}"
     search.search_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(search, space, storage, args)
