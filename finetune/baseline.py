@@ -45,7 +45,7 @@ logger = logging.getLogger("finetune")
 
 BASELINE_FILE = "baseline_results.json"
 SPLIT_NAMES = (("eval", "validation"), ("test", "test"))  # result prefix, and the split's name in messages
-C_GRID = (1.0, 3.0, 10.0, 30.0)
+C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 HASH_BUCKETS = 2**22
 MIN_ROWS = 2  # an n-gram of a single training row is dropped (TfidfVectorizer's min_df)
 EPOCHS = 30
