@@ -1,6 +1,6 @@
 """A TF-IDF + logistic regression baseline fitted on a run's own splits, reported beside the model.
 
-Every ``finetune train`` with a validation split fits it before training (``baseline: tfidf``, the default;
+Every ``finetune train`` with a validation split fits it after training (``baseline: tfidf``, the default;
 ``baseline: none`` turns it off), so that a run shows at once whether the network earns its cost:
 
     [finetune] baseline (TF-IDF char 1-3-grams + logistic regression, C 3): validation accuracy 0.8594, ...

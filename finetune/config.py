@@ -342,7 +342,7 @@ class TrainingArguments(HfTrainingArguments):
     baseline: Literal["tfidf", "none"] = field(
         default="tfidf",
         metadata={
-            "help": "tfidf: before training, fit TF-IDF (character 1-3-grams for a character tokenizer, else word "
+            "help": "tfidf: after training, fit TF-IDF (character 1-3-grams for a character tokenizer, else word "
             "1-2-grams) + logistic regression on the same splits, C picked on validation, and report it beside the "
             "model (log, baseline_results.json, all_results.json, model card, finetune report). none: skip it."
         },
