@@ -260,6 +260,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def retry_callback():
+    """Optuna's callback that runs a trial of a dead process again (renamed in Optuna 4.9)."""
+    import optuna
+
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=2)
+
+
 def make_storage(url: str, heartbeat_interval: int):
     """The RDB storage, with heartbeats so that the trial of a killed process is found and run again. Workers that
     start together race to create the tables; the losers try again."""
@@ -273,7 +281,7 @@ def make_storage(url: str, heartbeat_interval: int):
                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=retry_callback(),
             )
         except SQLAlchemyError as error:
             if attempt == 4 or "already exists" not in str(error) and "UNIQUE" not in str(error):
@@ -475,8 +483,9 @@ def wait_for_running_trials(study) -> None:
 
     while running(study):
         optuna.storages.fail_stale_trials(study)
-        logger.info("search: waiting for %d trial(s) running elsewhere", len(running(study)))
-        time.sleep(5)
+        if running(study):
+            logger.info("search: waiting for %d trial(s) running elsewhere", len(running(study)))
+            time.sleep(5)
 
 
 def start_workers(args: argparse.Namespace, argv: list[str], storage: str) -> list:
