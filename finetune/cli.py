@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "serve": ("finetune.serve", "answer HTTP prediction requests, with a page to try the model"),
     "cache": ("finetune.cache.cli", "list, inspect and clean the tokenized-data cache"),
     "report": ("finetune.report", "plot a run's loss and metric curves and summarise it"),
+    "check": ("finetune.check", "find duplicates, leaks, conflicting labels, long texts and likely label errors"),
     "search": (
         "finetune.search",
         "search hyperparameters with Optuna; the winner chosen over seeds, its config saved",

@@ -347,6 +347,14 @@ class TrainingArguments(HfTrainingArguments):
             "model (log, baseline_results.json, all_results.json, model card, finetune report). none: skip it."
         },
     )
+    check: Literal["warn", "strict", "none"] = field(
+        default="warn",
+        metadata={
+            "help": "Before training, look for duplicate texts within and across splits (after the tokenizer's "
+            "normalisation), texts with conflicting labels and truncation. warn: log what is found and train; "
+            "strict: stop with an error when anything is found; none: skip it. finetune check reports in full."
+        },
+    )
     baseline_max_train_samples: int = field(
         default=100_000,
         metadata={

@@ -159,6 +159,7 @@ def command_section(title: str, parser: argparse.ArgumentParser) -> list[str]:
 def render() -> str:
     """The text of docs/configuration.md."""
     from finetune.cache.cli import make_parser as cache_parser
+    from finetune.check.command import make_parser as check_parser
     from finetune.config import DataArguments, ModelArguments, TrainingArguments
     from finetune.evaluation import make_parser as evaluate_parser
     from finetune.export import make_parser as export_parser
@@ -203,6 +204,7 @@ def render() -> str:
         *command_section("finetune evaluate", evaluate_parser()),
         *command_section("finetune report", report_parser()),
         *command_section("finetune search", search_parser()),
+        *command_section("finetune check", check_parser()),
         *command_section("finetune export", export_parser()),
         *command_section("finetune serve", serve_parser()),
         *command_section("finetune cache", cache_parser()),

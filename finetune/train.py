@@ -31,6 +31,7 @@ import datasets
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from finetune.baseline import BASELINE_FILE, SPLIT_NAMES, comparison, fit_baseline, log_baseline, prefixed
+from finetune.check import quick_check
 from finetune.checkpoints import (
     ARGS_FILE,
     BEST_DIR,
@@ -297,6 +298,9 @@ def train(
             model_args, data_args, training_args.seed, partial(build_tokenizer, model_args, data_args)
         )
     tokenizer, tokenized = prepared.tokenizer, prepared.splits
+    # Leaks, duplicates and conflicting labels, in a few lines; check: strict stops here, on every process.
+    if training_args.check == "strict" or (training_args.check == "warn" and training_args.process_index == 0):
+        quick_check(model_args, data_args, training_args, tokenizer)
     logger.info(
         "data: %s; labels: %s",
         ", ".join(f"{split} {len(dataset)}" for split, dataset in tokenized.items()),

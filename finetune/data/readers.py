@@ -353,17 +353,39 @@ def checked_records(
         yield number, record
 
 
+def file_label_kinds(path: Path, kind: str, columns: Columns) -> Counter | None:
+    """How many usable rows have each label type (a first pass over the file; bad rows are reported later)."""
+    if not columns.label:
+        return None
+    label_kinds = Counter(
+        label_kind(record[columns.label]) for _, record in checked_records(path, kind, columns, BadRows("skip"))
+    )
+    if label_kinds and label_kinds.most_common(1)[0][0] not in LABEL_KINDS:
+        raise UserError(
+            f"{path}: labels must be strings, integers or lists of them, found {label_kinds.most_common(1)[0][0]}."
+        )
+    return label_kinds
+
+
+def usable_record_lines(path: str | Path, kind: str, columns: Columns) -> Iterator[int]:
+    """The line (row, for parquet and JSON arrays) of each usable record of a file, in order: the rows that
+    reading the file keeps with bad_rows: skip, so the n-th line given is that of the n-th row of its dataset."""
+    path = Path(path)
+    label_kinds = file_label_kinds(path, kind, columns)
+    for number, _ in checked_records(path, kind, columns, BadRows("skip"), label_kinds):
+        yield number
+
+
+def record_starts(path: str | Path, kind: str) -> list[int]:
+    """The first line of every record of a line-based file, bad ones too, in order (for copying records whole)."""
+    skipped = BadRows("skip")
+    starts = [number for number, _ in iter_records(path, kind, skipped)]
+    return sorted(starts + [row["line"] for row in skipped.rows])
+
+
 def row_reader_batches(path: Path, kind: str, columns: Columns, bad_rows: BadRows) -> Iterator[pa.Table]:
     """Arrow batches of the usable rows, read record by record: the slow reader, which names every bad row."""
-    label_kinds = None
-    if columns.label:  # first pass: which label type most rows have (bad rows are reported on the second pass)
-        label_kinds = Counter(
-            label_kind(record[columns.label]) for _, record in checked_records(path, kind, columns, BadRows("skip"))
-        )
-        if label_kinds and label_kinds.most_common(1)[0][0] not in LABEL_KINDS:
-            raise UserError(
-                f"{path}: labels must be strings, integers or lists of them, found {label_kinds.most_common(1)[0][0]}."
-            )
+    label_kinds = file_label_kinds(path, kind, columns)
     values: dict[str, list] = {column: [] for column in columns.wanted}
     for _, record in checked_records(path, kind, columns, bad_rows, label_kinds):
         for column in columns.wanted:

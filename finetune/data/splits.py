@@ -92,6 +92,10 @@ class RawData:
     folder: Path | None = None  # the temporary folder of the raw Arrow files
     multi_label: bool = False
     label_separator: str | None = None
+    # Where each split's rows come from: the file, and each row's place among the file's usable rows (None: the
+    # split is the whole file, in order). A validation split held out of train, or a split cut by max_*_samples,
+    # has the places it kept. Files are None for a dataset from the hub.
+    origins: dict[str, tuple[str | None, np.ndarray | None]] = field(default_factory=dict)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -258,11 +262,19 @@ def label_id_array(raw: RawData, split: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path | None = None) -> RawData:
+def load_raw_splits(
+    data_args: DataArguments,
+    seed: int,
+    cache_dir: str | Path | None = None,
+    labels_must_be_seen: bool = True,
+    apply_limits: bool = True,
+) -> RawData:
     """Reads train / validation / test into Arrow datasets and finds the label list.
 
-    The label list is the sorted set of training labels; a validation or test label outside it is an error.
-    Without a validation file, ``validation_split_percentage`` of train is held out (seeded, stratified).
+    The label list is the sorted set of training labels; a validation or test label outside it is an error
+    (unless ``labels_must_be_seen`` is off: finetune check reports them). Without a validation file,
+    ``validation_split_percentage`` of train is held out (seeded, stratified). ``apply_limits``: cut the splits to
+    max_train_samples, max_eval_samples and max_predict_samples.
     """
     from finetune import cache
 
@@ -282,11 +294,13 @@ def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path |
     columns = data_columns(data_args)
     if data_args.dataset_name:
         read_hub_splits(raw, data_args, columns)
+        raw.origins = {split: (None, None) for split in raw.splits}
     else:
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
         for split, path in files.items():
             if path:
                 raw.splits[split], raw.label_forms[split] = read_file(path, columns, bad_rows, folder)
+                raw.origins[split] = (str(path), None)
 
     raw.multi_label = bool(data_args.label_separator) or raw.label_forms["train"] == "list"
     if not raw.multi_label and "list" in raw.label_forms.values():
@@ -300,22 +314,25 @@ def load_raw_splits(data_args: DataArguments, seed: int, cache_dir: str | Path |
         raise UserError(f"Training data has {len(label_list)} distinct label(s); a classifier needs at least 2.")
     raw.label_list = label_list
     for split in raw.splits:
-        if split != "train":
+        if split != "train" and labels_must_be_seen:
             check_labels_seen(raw, split)
 
     if "validation" not in raw.splits:
         raw.label_forms["validation"] = raw.label_forms["train"]
         label_ids = None if raw.multi_label else label_id_array(raw, "train")
-        raw.splits["train"], raw.splits["validation"] = hold_out(
-            raw.splits["train"], label_ids, data_args.validation_split_percentage, seed
-        )
-    for split, limit in (
-        ("train", data_args.max_train_samples),
-        ("validation", data_args.max_eval_samples),
-        ("test", data_args.max_predict_samples),
-    ):
+        in_validation = held_out_rows(label_ids, len(raw.splits["train"]), data_args.validation_split_percentage, seed)
+        train = raw.splits["train"]
+        kept, held = np.flatnonzero(~in_validation), np.flatnonzero(in_validation)
+        raw.splits["train"], raw.splits["validation"] = train.select(kept), train.select(held)
+        source = raw.origins["train"][0]
+        raw.origins["train"], raw.origins["validation"] = (source, kept), (source, held)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+    limits["test"] = data_args.max_predict_samples
+    for split, limit in limits.items() if apply_limits else ():
         if split in raw.splits and limit is not None and limit < len(raw.splits[split]):
             raw.splits[split] = raw.splits[split].select(range(limit))
+            source, places = raw.origins[split]
+            raw.origins[split] = (source, places[:limit] if places is not None else np.arange(limit))
     return raw
 
 
@@ -334,17 +351,17 @@ def check_labels_seen(raw: RawData, split: str) -> None:
         )
 
 
-def hold_out(train: Dataset, label_ids: np.ndarray | None, percentage: int, seed: int) -> tuple[Dataset, Dataset]:
-    """Splits a validation set off the training data, stratified by label when every class allows it: each class
-    gives ``percentage`` of its rows (rounded, at least one). Without ``label_ids`` (multi-label data), or when a
-    class has a single row, the rows are drawn at random. Both parts keep the file's order."""
+def held_out_rows(label_ids: np.ndarray | None, rows: int, percentage: int, seed: int) -> np.ndarray:
+    """Which training rows make the validation split (a boolean mask), stratified by label when every class allows
+    it: each class gives ``percentage`` of its rows (rounded, at least one). Without ``label_ids`` (multi-label
+    data), or when a class has a single row, the rows are drawn at random. Both parts keep the file's order."""
     generator = np.random.default_rng(seed)
     counts = np.bincount(label_ids) if label_ids is not None else None
     if counts is None or (counts[counts > 0] < 2).any():
         if counts is not None:
             logger.warning("Some label has too few examples to stratify the validation split; splitting at random.")
-        size = math.ceil(len(train) * percentage / 100)
-        chosen = generator.permutation(len(train))[:size]
+        size = math.ceil(rows * percentage / 100)
+        chosen = generator.permutation(rows)[:size]
     else:
         by_label = np.argsort(label_ids, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)])
@@ -356,9 +373,9 @@ def hold_out(train: Dataset, label_ids: np.ndarray | None, percentage: int, seed
                 for label in np.flatnonzero(counts)
             ]
         )
-    in_validation = np.zeros(len(train), dtype=bool)
+    in_validation = np.zeros(rows, dtype=bool)
     in_validation[chosen] = True
-    return train.select(np.flatnonzero(~in_validation)), train.select(np.flatnonzero(in_validation))
+    return in_validation
 
 
 def read_hub_splits(raw: RawData, data_args: DataArguments, columns: Columns) -> None:
