@@ -218,6 +218,8 @@ def preflight(training_args: TrainingArguments) -> None:
         )
     if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
         raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
+    if training_args.early_stopping_patience is not None and training_args.eval_strategy == "no":
+        raise UserError("early_stopping_patience needs evaluation: set eval_strategy to steps or epoch.")
     if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
         raise UserError(
             f"num_train_epochs {training_args.num_train_epochs:g} trains nothing; set it (or max_steps) above 0."

@@ -297,3 +297,32 @@ def test_check_help_and_bad_arguments(capsys):
         check_main(["--help"])
     assert exit_info.value.code == 0 and "--label_errors" in capsys.readouterr().out
     assert cli_main(["check", "--config", CONFIG, "--folds", "1"]) == 2
+
+
+def test_near_duplicates_within_and_across_splits(tmp_path):
+    generator = random.Random(7)
+    pool = [chr(code) for code in range(0x4E00, 0x4E00 + 300)]
+
+    def review(label: str) -> dict:
+        return {"text": "".join(generator.choices(pool, k=30)), "label": label}
+
+    def edited(row: dict) -> dict:  # the last character changed: 26 of 28 character 4-grams shared
+        return {"text": row["text"][:-1] + "好", "label": row["label"]}
+
+    train = [review("pos" if index % 2 else "neg") for index in range(60)]
+    validation = [review("pos" if index % 2 else "neg") for index in range(20)]
+    test = [review("pos" if index % 2 else "neg") for index in range(20)]
+    train += [edited(train[3]), edited(train[4]), dict(train[5])]  # two near copies, one exact copy
+    test += [edited(train[10]), edited(train[11]), edited(train[12])]
+    paths = {split: tmp_path / f"{split}.jsonl" for split in ("train", "validation", "test")}
+    for split, rows in (("train", train), ("validation", validation), ("test", test)):
+        write_jsonl(paths[split], rows)
+    _, report = run_check(check_flags(paths, tmp_path), tmp_path, "--near_duplicates")
+    found = report["near_duplicates"]["found"]
+    assert {name: value["rows"] for name, value in found.items()} == {
+        "train": 2, "train/validation": 0, "train/test": 3, "validation": 0, "validation/test": 0, "test": 0,
+    }  # fmt: skip
+    assert report["duplicates"]["within"]["train"]["rows"] == 1  # the exact copy, counted there only
+    example = found["train/test"]["examples"][0]
+    assert sorted(places(example)) == [("test.jsonl", 21), ("train.jsonl", 11)]
+    assert example["similarity"] >= 0.8

@@ -130,6 +130,10 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--metric_for_best_model", "bleu"], "metric_for_best_model 'bleu'"),
         (["--save_strategy", "steps", "--save_steps", "10"], "save and eval strategy"),
         (["--eval_strategy", "no"], "load_best_model_at_end"),
+        (
+            ["--eval_strategy", "no", "--load_best_model_at_end", "false", "--early_stopping_patience", "2"],
+            "early_stopping_patience needs evaluation",
+        ),
         (["--gpus", "0"], "no CUDA GPU"),
         (["--gpus", "first"], "GPU indices"),
         (["--gpus", "0", "--use_cpu", "true"], "contradict"),

@@ -49,6 +49,15 @@ def make_parser() -> argparse.ArgumentParser:
         "beside --output, if given)",
     )
     parser.add_argument(
+        "--near_duplicates",
+        type=float,
+        nargs="?",
+        const=0.8,
+        metavar="SIMILARITY",
+        help="also find near-duplicates: texts whose character 4-grams overlap this much (estimated Jaccard "
+        "similarity, MinHash; 0.8 when no value is given), within and across splits",
+    )
+    parser.add_argument(
         "--fix",
         metavar="DIR",
         help="write cleaned copies of the data files into DIR (conflicts, cross-split duplicates from the earlier "
@@ -178,6 +187,10 @@ def build_report(model_args, data_args, namespace, args=None) -> tuple[dict, obj
     }
     if raw.bad_rows:
         report["bad_rows"] = {"rows": len(raw.bad_rows), "examples": raw.bad_rows[:5]}
+    if args is not None and args.near_duplicates is not None:
+        from finetune.check.near import near_duplicates
+
+        report["near_duplicates"] = near_duplicates(scan, tokenizer, char_level(model_args), args.near_duplicates)
     if args is not None and args.label_errors:
         from finetune.check.label_errors import find_label_errors
 
@@ -262,6 +275,18 @@ def render(report: dict) -> list[str]:
             f"  empty after normalisation in {split}: {empty['rows']}: "
             + ", ".join(where(example["at"][0]) for example in empty["examples"])
         )
+    if "near_duplicates" in report:
+        near = report["near_duplicates"]
+        lines.append(f"near-duplicates (similarity >= {near['threshold']}, {near['method']}):")
+        for name, found in near["found"].items():
+            first, _, second = name.partition("/")
+            title = f"{second} rows near a {first} text" if second else f"within {first}"
+            lines.append(f"  {title}: {found['rows']}")
+            lines += [
+                f"    {example['similarity']:.2f} {shown(example['at'][-1]['text'])!r}: "
+                + ", ".join(map(where, example["at"]))
+                for example in found["examples"]
+            ]
     if "label_errors" in report:
         errors = report["label_errors"]
         cv = errors["cross_validation"]
@@ -307,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args, train_flags = make_parser().parse_known_args(argv)
     if args.folds < 2 or args.top < 1:
         raise UserError(f"--folds must be at least 2 and --top at least 1; got {args.folds} and {args.top}.")
+    if args.near_duplicates is not None and not 0 < args.near_duplicates <= 1:
+        raise UserError(f"--near_duplicates takes a similarity between 0 and 1, got {args.near_duplicates}.")
     logging.basicConfig(level=logging.INFO, format="[finetune] %(message)s", stream=sys.stderr)
     model_args, data_args, namespace = read_arguments(args.config, train_flags)
     report, scan = build_report(model_args, data_args, namespace, args)
