@@ -214,7 +214,7 @@ def test_inspect_decodes_the_first_examples(cache_root, reviews, capsys):
 
 def test_clean_dry_run_removes_nothing(cache_root, capsys):
     before = files_in(cache_root)
-    shown = run_cache(capsys, "clean", "--all", "--dry-run", "--cache_dir", str(cache_root))
+    shown = run_cache(capsys, "clean", "--all", "--dry_run", "--cache_dir", str(cache_root))
     assert shown.count("would remove") == 4  # two entries, the prepared-data index and the tokenizer they share
     assert files_in(cache_root) == before
 
@@ -222,7 +222,7 @@ def test_clean_dry_run_removes_nothing(cache_root, capsys):
 @pytest.mark.parametrize("days", ["nan", "inf", "-1", "soon"])
 def test_clean_older_than_takes_a_number_of_days(cache_root, capsys, days):
     with pytest.raises(SystemExit) as exit_:
-        cache_main(["clean", "--older-than", days, "--cache_dir", str(cache_root)])
+        cache_main(["clean", "--older_than", days, "--cache_dir", str(cache_root)])
     assert exit_.value.code == 2 and "expected a number of days" in capsys.readouterr().err
 
 
@@ -287,9 +287,9 @@ def test_clean_older_than_removes_entries_unused_for_that_long(cache_root, capsy
     entries = manifests(cache_root)
     set_last_used(entries["validation"], days_ago=10)
     set_last_used(entries["train"], days_ago=2)
-    run_cache(capsys, "clean", "--older-than", "30", "--cache_dir", str(cache_root))
+    run_cache(capsys, "clean", "--older_than", "30", "--cache_dir", str(cache_root))
     assert set(manifests(cache_root)) == {"train", "validation"}
-    run_cache(capsys, "clean", "--older-than", "5", "--cache_dir", str(cache_root))
+    run_cache(capsys, "clean", "--older_than", "5", "--cache_dir", str(cache_root))
     assert set(manifests(cache_root)) == {"train"}
 
 
@@ -297,10 +297,10 @@ def test_clean_max_size_removes_least_recently_used_first(cache_root, capsys):
     entries = manifests(cache_root)
     set_last_used(entries["validation"], days_ago=1)
     total = json.loads(run_cache(capsys, "list", "--json", "--cache_dir", str(cache_root)))["total_bytes"]
-    shown = run_cache(capsys, "clean", "--max-size", str(total - 1), "--cache_dir", str(cache_root))
+    shown = run_cache(capsys, "clean", "--max_size", str(total - 1), "--cache_dir", str(cache_root))
     assert set(manifests(cache_root)) == {"train"} and "removed validation-" in shown
     assert (cache_root / "finetune" / "tokenizers").is_dir()  # the train entry still uses it
-    run_cache(capsys, "clean", "--max-size", "0B", "--cache_dir", str(cache_root))
+    run_cache(capsys, "clean", "--max_size", "0B", "--cache_dir", str(cache_root))
     assert files_in(cache_root / "finetune") == ["tokenizers"]
 
 
@@ -326,5 +326,13 @@ def test_clean_needs_an_option_and_a_valid_size(cache_root, capsys):
 
     assert cli_main(["cache", "clean", "--cache_dir", str(cache_root)]) == 2
     assert "Say what to remove" in capsys.readouterr().err
-    assert cli_main(["cache", "clean", "--max-size", "lots", "--cache_dir", str(cache_root)]) == 2
+    assert cli_main(["cache", "clean", "--max_size", "lots", "--cache_dir", str(cache_root)]) == 2
     assert "500MB" in capsys.readouterr().err
+
+
+def test_old_hyphenated_clean_flags_still_work(cache_root, capsys):
+    before = files_in(cache_root)
+    assert cache_main(["clean", "--all", "--dry-run", "--max-size=1GB", "--cache_dir", str(cache_root)]) == 0
+    shown = capsys.readouterr()
+    assert shown.out.count("would remove") == 4 and files_in(cache_root) == before
+    assert "--dry-run is now spelt --dry_run" in shown.err and "--max-size is now spelt --max_size" in shown.err

@@ -26,7 +26,7 @@ def test_configuration_reference_lists_every_argument():
     for argument_class in (ModelArguments, DataArguments, PretrainArguments):
         for name in argument_class.__dataclass_fields__:
             assert f"| `{name}` |" in text, name
-    for name in ("early_stopping_patience", "gpus", "seeds", "eval_strategy", "--top_k", "--test_file", "--max-size"):
+    for name in ("early_stopping_patience", "gpus", "seeds", "eval_strategy", "--top_k", "--test_file", "--max_size"):
         assert f"`{name}" in text, name
     assert "| `learning_rate` |" not in text  # TrainingArguments: only the fields finetune adds or changes
 

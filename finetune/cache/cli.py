@@ -2,7 +2,7 @@
 
     finetune cache list [--json] [--cache_dir DIR]
     finetune cache inspect KEY [--cache_dir DIR]
-    finetune cache clean (--all | --older-than DAYS | --orphans | --max-size 500MB) [--dry-run] [--cache_dir DIR]
+    finetune cache clean (--all | --older_than DAYS | --orphans | --max_size 500MB) [--dry_run] [--cache_dir DIR]
 
 Each tokenized split is ``tokenized-{split}-{fingerprint}.arrow`` (the ``datasets`` cache file) with
 ``tokenized-{split}-{fingerprint}.json`` beside it: the fingerprint's inputs in readable form, rows, size,
@@ -45,7 +45,7 @@ def parse_size(text: str) -> int:
     """``500MB``, ``1.5G``, ``200KiB`` or a number of bytes; k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024."""
     match = SIZE.match(text)
     if not match:
-        raise UserError(f"--max-size {text!r}: give a size such as 500MB, 2GB or 800KiB.")
+        raise UserError(f"--max_size {text!r}: give a size such as 500MB, 2GB or 800KiB.")
     number, unit, binary = match.groups()
     base = 1024 if binary else 1000
     return int(float(number) * base ** " kmgt".index(unit.lower() or " "))
@@ -210,7 +210,7 @@ def remove(directory: Path, path: Path, dry_run: bool) -> bool:
 
 def clean_cache(state: CacheState, args: argparse.Namespace) -> None:
     if not (args.all or args.orphans or args.older_than is not None or args.max_size is not None):
-        raise UserError("Say what to remove: --all, --older-than DAYS, --orphans or --max-size SIZE (and --dry-run).")
+        raise UserError("Say what to remove: --all, --older_than DAYS, --orphans or --max_size SIZE (and --dry_run).")
     entries, orphans = select_for_removal(state, args)
     verb = "would remove" if args.dry_run else "removed"
     freed = 0
@@ -237,7 +237,7 @@ def clean_cache(state: CacheState, args: argparse.Namespace) -> None:
 
 
 def days(value: str) -> float:
-    """--older-than: a number of days from 0 to 36500 (a century)."""
+    """--older_than: a number of days from 0 to 36500 (a century)."""
     try:
         number = float(value)
     except ValueError:
@@ -260,16 +260,32 @@ def make_parser() -> argparse.ArgumentParser:
     inspecting.add_argument("key", help="an entry's key from `finetune cache list`, or a unique prefix of it")
     cleaning = commands.add_parser("clean", parents=[common], help="remove entries and orphans")
     cleaning.add_argument("--all", action="store_true", help="remove every entry, saved tokenizer and orphan")
-    cleaning.add_argument("--older-than", type=days, metavar="DAYS", help="remove entries unused for DAYS days")
+    cleaning.add_argument("--older_than", type=days, metavar="DAYS", help="remove entries unused for DAYS days")
     cleaning.add_argument("--orphans", action="store_true", help="remove leftovers of interrupted runs, "
                           "entries whose data file is gone and saved tokenizers no entry uses")  # fmt: skip
-    cleaning.add_argument("--max-size", metavar="SIZE", help="remove least recently used entries until under SIZE")
-    cleaning.add_argument("--dry-run", action="store_true", help="print what would be removed and remove nothing")
+    cleaning.add_argument("--max_size", metavar="SIZE", help="remove least recently used entries until under SIZE")
+    cleaning.add_argument("--dry_run", action="store_true", help="print what would be removed and remove nothing")
     return parser
 
 
+# The hyphenated flags of earlier versions; every other command spells its flags with underscores.
+RENAMED_FLAGS = {"--older-than": "--older_than", "--max-size": "--max_size", "--dry-run": "--dry_run"}
+
+
+def renamed_flags(argv: list[str]) -> list[str]:
+    """``argv`` with the old spellings replaced, and a note on stderr for each."""
+    result = []
+    for argument in argv:
+        flag, equals, value = argument.partition("=")
+        if flag in RENAMED_FLAGS:
+            print(f"note: {flag} is now spelt {RENAMED_FLAGS[flag]}; the old spelling will go.", file=sys.stderr)
+            argument = RENAMED_FLAGS[flag] + equals + value
+        result.append(argument)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = make_parser().parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv)))
     state = scan(cache_directory(args.cache_dir))
     if args.command == "list":
         list_cache(state, args.json)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from transformers import EvalPrediction
+
+if TYPE_CHECKING:  # transformers takes seconds to import, which finetune report needs not pay
+    from transformers import EvalPrediction
 
 MODULES_DIR = Path(__file__).parent
 # Reported during training; the weighted averages stay in the evaluate module for `finetune evaluate`.
