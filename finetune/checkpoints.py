@@ -12,8 +12,10 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import pickle
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,6 +77,53 @@ def check_model_dir(directory: Path) -> Path:
     if missing:
         raise UserError(f"{directory} is incomplete: no {', no '.join(missing)}.")
     return directory
+
+
+def link_best_to_output_dir(output_dir: Path) -> list[str]:
+    """Puts every file of best/ at the top of output_dir too, as the Trainer's ``save_model`` after
+    ``load_best_model_at_end`` would, so that ``from_pretrained(output_dir)`` and ``pipeline(model=output_dir)``
+    load the best model. The files are hard links (the weights are not stored twice), or copies where the file
+    system has none. Returns the names linked."""
+    best_dir = output_dir / BEST_DIR
+    names = sorted(path.name for path in best_dir.iterdir() if path.is_file())
+    for name in names:
+        target = output_dir / name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(best_dir / name, target)
+        except OSError:
+            shutil.copy2(best_dir / name, target)
+    return names
+
+
+def push_best(output_dir: Path, training_args) -> str:
+    """Uploads best/ (weights, tokenizer, model card, textcnn.py) to the Hub repository ``hub_model_id`` (default:
+    output_dir's name), creating it when needed; returns the repository's name. The Trainer's own pushing of
+    checkpoints is off: the best model is what a run publishes."""
+    from huggingface_hub import HfApi
+
+    repository = training_args.hub_model_id or output_dir.resolve().name
+    api = HfApi(token=training_args.hub_token)
+    try:
+        api.create_repo(repository, private=training_args.hub_private_repo, exist_ok=True)
+        api.upload_folder(
+            repo_id=repository, folder_path=output_dir / BEST_DIR, commit_message="finetune: the best checkpoint"
+        )
+    except Exception as error:  # the hub raises many kinds; the run itself is saved either way
+        raise UserError(
+            f"push_to_hub: uploading {output_dir / BEST_DIR} to {repository} failed ({error}). The run is saved; "
+            f"upload it later with: huggingface-cli upload {repository} {output_dir / BEST_DIR}"
+        ) from None
+    return repository
+
+
+def unlink_best_from_output_dir(output_dir: Path) -> None:
+    """Removes the files link_best_to_output_dir put at the top of output_dir (those of best/ by name)."""
+    best_dir = output_dir / BEST_DIR
+    if best_dir.is_dir():
+        for path in best_dir.iterdir():
+            if path.is_file() and (output_dir / path.name).is_file():
+                (output_dir / path.name).unlink()
 
 
 def resolve_model_dir(path: str | Path) -> Path:

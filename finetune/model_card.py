@@ -66,6 +66,23 @@ def vocabulary_origin(model_args: ModelArguments) -> str:
     return origin
 
 
+def without_package_lines(best_dir: Path) -> list[str]:
+    """How to load a TextCNN where this package is not installed: its code is saved beside the weights."""
+    return [
+        "Without the finetune package (transformers and torch only), the model's code comes from `textcnn.py` "
+        "beside the weights:",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
+        "",
+        f'model = AutoModelForSequenceClassification.from_pretrained("{best_dir}", trust_remote_code=True)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{best_dir}", trust_remote_code=True)',
+        'classifier = pipeline("text-classification", model=model, tokenizer=tokenizer)',
+        "```",
+        "",
+    ]
+
+
 def model_description(trainer, model_args: ModelArguments, data_args: DataArguments) -> str:
     config = trainer.model.config
     labels = ", ".join(f"{index} `{label}`" for index, label in sorted(config.id2label.items()))
@@ -177,9 +194,10 @@ def build_model_card(
         "```python",
         f"{import_line}from transformers import pipeline",
         "",
-        f'classifier = pipeline("text-classification", model="{output_dir / best.get("best_dir", "best")}")',
+        f'classifier = pipeline("text-classification", model="{output_dir}")  # the run\'s best model',
         "```",
         "",
+        *(without_package_lines(output_dir / best.get("best_dir", "best")) if import_line else []),
         "or from the command line:",
         "",
         "```bash",

@@ -218,6 +218,8 @@ def preflight(training_args: TrainingArguments) -> None:
         )
     if training_args.load_best_model_at_end and training_args.eval_strategy == "no":
         raise UserError("load_best_model_at_end needs evaluation: set eval_strategy to steps or epoch.")
+    if training_args.push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise UserError("push_to_hub needs the network, but HF_HUB_OFFLINE is set; unset one of them.")
     if training_args.early_stopping_patience is not None and training_args.eval_strategy == "no":
         raise UserError("early_stopping_patience needs evaluation: set eval_strategy to steps or epoch.")
     if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:

@@ -38,8 +38,11 @@ from finetune.checkpoints import (
     BEST_FILE,
     EVALUATION_DIR,
     TRAINER_STATE_FILE,
+    link_best_to_output_dir,
+    push_best,
     resolve_resume,
     stop_when_disk_full,
+    unlink_best_from_output_dir,
 )
 from finetune.config import DataArguments, ModelArguments, TrainingArguments
 from finetune.data import (
@@ -188,6 +191,7 @@ def clear_previous_run(output_dir: Path, keep: Collection[str] = ()) -> None:
     seed-N runs named in ``keep``."""
     for checkpoint in output_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
+    unlink_best_from_output_dir(output_dir)
     for directory in (BEST_DIR, EVALUATION_DIR):
         if (output_dir / directory).is_dir():
             shutil.rmtree(output_dir / directory)
@@ -335,8 +339,10 @@ def train(
         num_labels=len(labels) if multi_label else None,
     )
     metrics = partial(compute_metrics, threshold=initial_threshold(training_args.threshold))
+    trainer_args = copy.copy(training_args)
+    trainer_args.push_to_hub = False  # the run pushes best/ at its end (push_best), not every checkpoint
     trainer = make_trainer(
-        model, training_args, tokenized, tokenizer, collator, metrics, started, weights, callbacks=callbacks
+        model, trainer_args, tokenized, tokenizer, collator, metrics, started, weights, callbacks=callbacks
     )
 
     train_result = trainer.train(resume_from_checkpoint=resume)
@@ -383,8 +389,12 @@ def train(
                 output_dir / BEST_DIR, trainer, model_args, data_args, training_args, best, results, baseline
             )
             logger.info("curves: %s", plot_curves(read_history(output_dir)))
+            # The best model at the top of output_dir too, as the Trainer leaves it: from_pretrained(output_dir).
+            link_best_to_output_dir(output_dir)
             # Last, through a rename: a run cut short before this point has no best.json and can be resumed.
             write_json_atomically(output_dir / BEST_FILE, best)
+        if training_args.push_to_hub:
+            logger.info("pushed %s to the Hub: %s", BEST_DIR, push_best(output_dir, training_args))
     return results
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -390,3 +391,71 @@ def test_encode_and_pad_give_what_the_tokenizer_gives(run, padding_side, request
         assert padded.keys() == reference.keys()
         for name in padded:
             assert torch.equal(padded[name], reference[name]), name
+
+
+@pytest.mark.parametrize("run", ["textcnn_run", "bert_run"])
+def test_output_dir_loads_like_a_trainer_output(run, request, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    output_dir = request.getfixturevalue(run)
+    best = output_dir / "best"
+    for path in best.iterdir():  # every file of best/ at the top too, the weights stored once
+        assert (output_dir / path.name).stat().st_ino == path.stat().st_ino
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)]
+    from_output_dir = pipeline("text-classification", model=str(output_dir), device="cpu")(texts)
+    from_best = pipeline("text-classification", model=str(best), device="cpu")(texts)
+    assert from_output_dir == from_best
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    best_model = AutoModelForSequenceClassification.from_pretrained(best)
+    for (name, value), (_, best_value) in zip(
+        model.state_dict().items(), best_model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, best_value), name
+
+
+def test_textcnn_loads_without_this_package(textcnn_run, tmp_path):
+    """best/ carries textcnn.py and an auto_map: a process that cannot import finetune loads it with
+    trust_remote_code, and its logits equal the package's."""
+    best = textcnn_run / "best"
+    config = json.loads((best / "config.json").read_text(encoding="utf-8"))
+    assert config["auto_map"] == {
+        "AutoConfig": "textcnn.TextCNNConfig",
+        "AutoModelForSequenceClassification": "textcnn.TextCNNForSequenceClassification",
+    }
+    assert (best / "textcnn.py").is_file()
+    texts = [row["text"] for row in read_jsonl(TEST_FILE)][:8]
+    code = f"""
+import importlib.abc, json, sys
+
+class HideFinetune(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "finetune" or name.startswith("finetune."):
+            raise ImportError("finetune is hidden")
+
+sys.meta_path.insert(0, HideFinetune())
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained({str(best)!r}, trust_remote_code=True)
+model = AutoModelForSequenceClassification.from_pretrained({str(best)!r}, trust_remote_code=True).eval()
+inputs = tokenizer({texts!r}, padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**inputs).logits
+print(json.dumps({{"module": type(model).__module__, "logits": logits.tolist(), "finetune": "finetune" in sys.modules}}))
+"""
+    environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        check=True,
+        stdin=subprocess.DEVNULL,  # a question about custom code would fail the test, not wait
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["module"].startswith("transformers_modules") and not result["finetune"]
+    classifier = Classifier.load(textcnn_run, device="cpu")
+    inputs = classifier.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = classifier.model(**inputs).logits
+    assert torch.tensor(result["logits"]) == pytest.approx(expected, abs=1e-5)

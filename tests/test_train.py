@@ -1,6 +1,7 @@
 """End-to-end training runs on the small fixture: outputs, best checkpoint, Auto classes, tiny BERT."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,16 +79,29 @@ def test_textcnn_end_to_end(data_args, tmp_path):
 
 
 def test_tokenizer_loads_without_finetune(data_args, tmp_path):
-    """AutoTokenizer needs nothing from this package to load a TextCNN run's tokenizer."""
+    """AutoTokenizer needs nothing from this package to load a TextCNN run's tokenizer. With trust_remote_code it
+    asks nothing; without, transformers asks whether to run textcnn.py (config.json's auto_map names it), and a
+    process without a terminal declines and still gets the tokenizer."""
     assert train_main(data_args + QUICK_TEXTCNN + ["--num_train_epochs", "1"]) == 0
-    code = (
-        "import sys; from transformers import AutoTokenizer; "
-        f"t = AutoTokenizer.from_pretrained({str(tmp_path / 'run' / 'best')!r}); "
-        "assert 'finetune' not in sys.modules; print(t('很好')['input_ids'])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
-    ids = json.loads(out.stdout)
-    assert len(ids) == 2 and all(i > 1 for i in ids)
+    for trust, asked in (("True", False), ("None", True)):
+        code = (
+            "import sys; from transformers import AutoTokenizer; "
+            f"t = AutoTokenizer.from_pretrained({str(tmp_path / 'run' / 'best')!r}, trust_remote_code={trust}); "
+            "assert 'finetune' not in sys.modules; print(t('很好')['input_ids'])"
+        )
+        environment = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=True,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+        )
+        assert ("Do you wish to run the custom code?" in out.stdout) is asked
+        ids = json.loads(out.stdout.rpartition("[y/N] ")[2])
+        assert len(ids) == 2 and all(i > 1 for i in ids)
 
 
 def test_best_checkpoint_survives_save_total_limit(data_args, tmp_path):
