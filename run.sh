@@ -40,7 +40,7 @@ case "${1:-demo}" in
     python data/chinese_sentiment/prepare.py "${@:2}"
     ;;
   test)
-    setup dev,demo,deploy
+    setup dev,demo,deploy,tracking
     python -m pytest "${@:2}"
     ;;
   *)

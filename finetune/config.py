@@ -62,8 +62,13 @@ class ModelArguments:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "For bert: tokenizer to use when it differs from model_name_or_path."}
     )
-    model_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where downloaded models are stored (the hub cache by default)."}
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where downloaded models are stored, as transformers' cache_dir (default: the hub cache). The "
+            "tokenized data goes there too (into cache_dir/finetune) unless data_cache_dir is set. (Before, "
+            "cache_dir named the data cache alone, and model_cache_dir this one; model_cache_dir still works.)"
+        },
     )
     trust_remote_code: bool = field(
         default=False,
@@ -228,8 +233,12 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "Where tokenized data is cached (default: the datasets cache)."}
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where tokenized data is cached, in its finetune/ folder (default: cache_dir when that is set, "
+            "else the datasets cache). finetune cache takes the same folder."
+        },
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again even when the cache holds it."})
     preprocessing_num_workers: int | None = field(

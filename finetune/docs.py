@@ -161,6 +161,7 @@ def render() -> str:
     from finetune.cache.cli import make_parser as cache_parser
     from finetune.check.command import make_parser as check_parser
     from finetune.config import DataArguments, ModelArguments, TrainingArguments
+    from finetune.parsing import ALIASES, TEXT_COLUMNS_ALIAS
     from finetune.evaluation import make_parser as evaluate_parser
     from finetune.export import make_parser as export_parser
     from finetune.predict import make_parser as predict_parser
@@ -183,6 +184,12 @@ def render() -> str:
         "the flags. A YAML key that is no argument is an error naming it; YAML values get the checks of flags (choices, "
         "list items), and `null` is allowed only where the type admits None. `finetune train --help` prints the same "
         "help texts.",
+        "",
+        "Aliases, read as the argument they stand for (in the YAML file and as flags): "
+        + ", ".join(f"`{alias}` for `{name}`" for alias, name in ALIASES.items())
+        + f", and `{TEXT_COLUMNS_ALIAS}` (`a` or `a,b`) for `text_column` (and `text_pair_column`). "
+        "The first three are transformers' `run_classification.py` names; `model_cache_dir` is this package's "
+        "earlier name for `cache_dir`.",
         "",
         *class_section("Model", ModelArguments),
         *class_section("Data", DataArguments),

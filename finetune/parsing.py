@@ -46,11 +46,74 @@ def read_yaml(path: str, kind: str):
         raise UserError(f"{kind} {path} is not valid YAML: {error}") from None
 
 
+# Names run_classification.py (transformers' examples) gives arguments that are named otherwise here, and names of
+# earlier versions; each is read as the argument it stands for, in a YAML config and as a flag.
+ALIASES = {"max_seq_length": "max_length", "label_column_name": "label_column", "model_cache_dir": "cache_dir"}
+DEPRECATED = {"model_cache_dir"}
+TEXT_COLUMNS_ALIAS = "text_column_names"  # "sentence1,sentence2": the text column, then the pair column
+
+
+NOTED: set[str] = set()  # deprecated names already noted in this process
+
+
+def note_deprecated(name: str) -> None:
+    if name not in NOTED:
+        NOTED.add(name)
+        print(f"note: {name} is now {ALIASES[name]}; the old name will go.", file=sys.stderr)
+
+
+def text_column_names(value, where: str) -> dict:
+    """run_classification's comma-separated text columns as text_column and text_pair_column."""
+    names = [name.strip() for name in (value if isinstance(value, list) else str(value).split(",")) if name.strip()]
+    if not 1 <= len(names) <= 2:
+        raise UserError(
+            f"{where}: text_column_names takes one column or two (a sentence pair), got {value!r}; "
+            "join more columns into one before training."
+        )
+    return {"text_column": names[0], **({"text_pair_column": names[1]} if len(names) == 2 else {})}
+
+
+def resolve_aliases(values: dict, where: str) -> dict:
+    """A config's values with the alias keys replaced by the arguments' own names."""
+    resolved = {}
+    for key, value in values.items():
+        if key == TEXT_COLUMNS_ALIAS:
+            resolved.update(text_column_names(value, where))
+        elif key in ALIASES:
+            if key in DEPRECATED:
+                note_deprecated(key)
+            resolved[ALIASES[key]] = value
+        else:
+            resolved[key] = value
+    return resolved
+
+
+def resolve_alias_flags(argv: list[str]) -> list[str]:
+    """Command-line flags with the alias names replaced (``--max_seq_length 64``, ``--text_column_names a,b``)."""
+    result, arguments = [], iter(argv)
+    for argument in arguments:
+        flag, equals, value = argument.partition("=")
+        name = flag.removeprefix("--")
+        if not flag.startswith("--") or name not in (*ALIASES, TEXT_COLUMNS_ALIAS):
+            result.append(argument)
+            continue
+        if name == TEXT_COLUMNS_ALIAS:
+            value = value if equals else next(arguments, "")
+            for key, column in text_column_names(value, f"--{name}").items():
+                result += [f"--{key}", column]
+            continue
+        if name in DEPRECATED:
+            note_deprecated(name)
+        result.append(f"--{ALIASES[name]}{equals}{value}")
+    return result
+
+
 def load_yaml_config(path: str, known_keys: set[str]) -> dict:
     """Reads a YAML config and refuses keys that no argument has."""
     values = read_yaml(path, "Config file")
     if not isinstance(values, dict):
         raise UserError(f"Config file {path} must be a mapping of argument names to values.")
+    values = resolve_aliases(values, f"Config file {path}")
     unknown = sorted(set(values) - known_keys)
     if unknown:
         raise UserError(
@@ -127,10 +190,14 @@ def config_values(argv: list[str], parser: HfArgumentParser) -> tuple[str | None
 def parse_namespace(argv: list[str], parser: HfArgumentParser) -> argparse.Namespace:
     """The values of every argument: defaults, then the YAML config, then the flags; not yet checked by the
     dataclasses."""
+    argv = resolve_alias_flags(argv)
     config_path, values = config_values(argv, parser)
     if config_path:
         parser.set_defaults(**values)
-    return parser.parse_args(argv)
+    namespace = parser.parse_args(argv)
+    if getattr(namespace, "cache_dir", None) and hasattr(namespace, "data_cache_dir") and not namespace.data_cache_dir:
+        namespace.data_cache_dir = namespace.cache_dir  # one folder for everything cached, as cache_dir used to be
+    return namespace
 
 
 def given_flags(argv: list[str], parser: HfArgumentParser) -> dict:
@@ -139,7 +206,7 @@ def given_flags(argv: list[str], parser: HfArgumentParser) -> dict:
     try:
         for action in parser._actions:
             action.default = argparse.SUPPRESS
-        namespace, _ = parser.parse_known_args(argv)
+        namespace, _ = parser.parse_known_args(resolve_alias_flags(argv))
     finally:
         for action in parser._actions:
             action.default = defaults[action.dest]

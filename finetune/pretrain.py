@@ -66,7 +66,12 @@ class PretrainArguments:
         metadata={"help": "A BERT-family model directory, hub id (online) or package:NAME, as for finetune train."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "A tokenizer other than the model's."})
-    model_cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are stored."})
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where downloaded models are stored; the texts and tokens too unless data_cache_dir is set."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run modeling code shipped with a hub model."})
     extend_vocabulary: int = field(
         default=0,
@@ -82,7 +87,9 @@ class PretrainArguments:
     max_length: int = field(default=128, metadata={"help": "Tokens kept per text; longer texts are truncated."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens masked for the loss."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training texts."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where the texts and tokens are cached."})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where the texts and tokens are cached (default: cache_dir, else datasets')."}
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
 
     def __post_init__(self):
@@ -111,7 +118,7 @@ def read_text_file(path: str, args: PretrainArguments, limit: int | None = None)
         text_rows,
         gen_kwargs={**arguments, "limit": limit},
         features=Features({TEXT: Value("string")}),
-        cache_dir=str(cache.cache_directory(args.cache_dir) / "pretrain"),
+        cache_dir=str(cache.cache_directory(args.data_cache_dir) / "pretrain"),
         writer_batch_size=BATCH_ROWS,
     )
 
@@ -140,7 +147,7 @@ def keep_encoder_parts(model, name: str, args: PretrainArguments) -> None:
     missing = [part for part, value in vars(base).items() if value is None and not part.startswith("_")]
     if not missing:
         return
-    source = AutoModel.from_pretrained(name, cache_dir=args.model_cache_dir, trust_remote_code=args.trust_remote_code)
+    source = AutoModel.from_pretrained(name, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
     for part in missing:
         module = getattr(source, part, None)
         if isinstance(module, torch.nn.Module):
@@ -202,7 +209,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> dict:
     output_dir = Path(training_args.output_dir)
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     name = resolve_model_path(args.model_name_or_path)
-    tokenizer = load_pretrained_tokenizer(args.tokenizer_name or name, args.model_cache_dir, args.trust_remote_code)
+    tokenizer = load_pretrained_tokenizer(args.tokenizer_name or name, args.cache_dir, args.trust_remote_code)
     if tokenizer.mask_token is None:
         raise UserError(f"The tokenizer of {args.model_name_or_path} has no mask token: it cannot be pretrained here.")
 
@@ -228,7 +235,7 @@ def pretrain(args: PretrainArguments, training_args: TrainingArguments) -> dict:
 
     try:
         model = AutoModelForMaskedLM.from_pretrained(
-            name, cache_dir=args.model_cache_dir, trust_remote_code=args.trust_remote_code
+            name, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
         )
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load {args.model_name_or_path} as a masked language model: {error}") from None

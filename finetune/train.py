@@ -87,7 +87,7 @@ def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: R
     batches = iter_texts(raw.splits["train"], columns)  # read batch by batch, never all at once
     if model_args.model_name_or_path:  # an encoder, or a classifier (a TextCNN's best/) to go on from
         name = model_args.tokenizer_name or model_args.model_name_or_path
-        tokenizer = load_pretrained_tokenizer(name, model_args.model_cache_dir, model_args.trust_remote_code)
+        tokenizer = load_pretrained_tokenizer(name, model_args.cache_dir, model_args.trust_remote_code)
         if model_args.extend_vocabulary:
             texts = (text for batch in batches for text in batch)
             extend_vocabulary(tokenizer, texts, model_args.extend_vocabulary, model_args.min_frequency)
@@ -111,7 +111,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             resolve_model_path(model_args.model_name_or_path),
             raw.label_list,
             new_head=model_args.new_head,
-            cache_dir=model_args.model_cache_dir,
+            cache_dir=model_args.cache_dir,
             trust_remote_code=model_args.trust_remote_code,
             textcnn=model_args.model_type == "textcnn",
             problem_type=problem_type(raw),

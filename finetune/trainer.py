@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from transformers import EarlyStoppingCallback
+from transformers import DefaultFlowCallback, EarlyStoppingCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -37,9 +37,13 @@ class ClassifierTrainer(transformers.Trainer):
         **kwargs,
     ):
         self.started = started  # time.monotonic() when the command began; the first training step logs the time since
-        # Before the progress callback, which the Trainer adds last, so that printed logs show the numbers.
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        # First after the Trainer's flow callback: before the trackers (report_to) and the progress callback, so that
+        # what TensorBoard writes and the console prints has the throughput figures.
         self.throughput = ThroughputCallback()
-        super().__init__(*args, callbacks=[*(callbacks or []), self.throughput], **kwargs)
+        handler = self.callback_handler.callbacks
+        flow = next((index for index, callback in enumerate(handler) if isinstance(callback, DefaultFlowCallback)), -1)
+        handler.insert(flow + 1, self.throughput)
         self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
         if self.class_weights is not None or self.multi_label:

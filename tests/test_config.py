@@ -198,3 +198,35 @@ def test_every_accelerate_config_loads(config):
 def test_configs_exist():
     assert {p.name for p in CONFIGS} >= {"textcnn.yaml", "bert.yaml"}
     assert len(ACCELERATE_CONFIGS) >= 3
+
+
+def test_run_classification_names_are_aliases(reviews, tmp_path, capsys):
+    base = ["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path / "run")]
+    config = write_yaml(
+        tmp_path / "aliases.yaml",
+        {"max_seq_length": 48, "text_column_names": "sentence1,sentence2", "label_column_name": "tag"},
+    )
+    _, data, _ = parse_args(["--config", config, *base])
+    assert (data.max_length, data.text_column, data.text_pair_column, data.label_column) == (
+        48, "sentence1", "sentence2", "tag",
+    )  # fmt: skip
+    _, data, _ = parse_args(
+        [*base, "--max_seq_length=32", "--text_column_names", "review", "--label_column_name", "y"]
+    )
+    assert (data.max_length, data.text_column, data.text_pair_column, data.label_column) == (32, "review", None, "y")
+    with pytest.raises(UserError, match="text_column_names takes one column or two"):
+        parse_args([*base, "--text_column_names", "a,b,c"])
+
+
+def test_cache_dir_is_the_model_cache_and_the_data_cache_follows_it(reviews, tmp_path, capsys):
+    base = ["--train_file", str(reviews["train"]), "--output_dir", str(tmp_path / "run")]
+    model, data, _ = parse_args([*base, "--cache_dir", "models"])
+    assert model.cache_dir == "models" and data.data_cache_dir == "models"  # one folder, as cache_dir was
+    model, data, _ = parse_args([*base, "--cache_dir", "models", "--data_cache_dir", "tokens"])
+    assert model.cache_dir == "models" and data.data_cache_dir == "tokens"
+    model, data, _ = parse_args(base)
+    assert model.cache_dir is None and data.data_cache_dir is None
+    config = write_yaml(tmp_path / "old.yaml", {"model_cache_dir": "hub"})
+    model, data, _ = parse_args(["--config", config, *base])
+    assert model.cache_dir == "hub" and data.data_cache_dir == "hub"
+    assert "model_cache_dir is now cache_dir" in capsys.readouterr().err

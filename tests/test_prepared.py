@@ -50,7 +50,7 @@ def prepare(files: dict, cache_root: Path, counts: dict, model_args: ModelArgume
     data_args = DataArguments(
         train_file=str(files["train"]),
         validation_file=str(files.get("validation") or "") or None,
-        cache_dir=str(cache_root),
+        data_cache_dir=str(cache_root),
         max_length=64,
         **overrides,
     )
@@ -92,7 +92,7 @@ def test_held_out_validation_depends_on_the_seed(files, tmp_path, counts):
     assert prepare(only_train, tmp_path / "cache", counts).hit
     model_args, data_args = (
         ModelArguments(min_frequency=1),
-        DataArguments(train_file=str(files["train"]), cache_dir=str(tmp_path / "cache"), max_length=64),
+        DataArguments(train_file=str(files["train"]), data_cache_dir=str(tmp_path / "cache"), max_length=64),
     )
     other_seed = prepare_data(model_args, data_args, 1, partial(build_tokenizer, model_args, data_args))
     assert not other_seed.hit

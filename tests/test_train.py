@@ -237,3 +237,28 @@ def test_seeds_replace_an_earlier_run_and_resume_skips_finished_seeds(data_args,
     assert (run / "seed-2" / "best.json").is_file()
     summary = json.loads((run / "seeds_results.json").read_text())
     assert summary["runs"]["1"] == json.loads((run / "seed-1" / "all_results.json").read_text())
+
+
+def test_tensorboard_holds_losses_metrics_and_throughput(data_args, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    flags = data_args + QUICK_TEXTCNN + ["--num_train_epochs", "2", "--report_to", "tensorboard", "--baseline", "none"]
+    assert train_main(flags) == 0
+    run = tmp_path / "run"
+    scalars: dict[str, list] = {}
+    for folder in sorted((run / "runs").iterdir()):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((event.step, event.value) for event in events.Scalars(tag))
+    history = json.loads((run / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    evaluations = [(entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry]
+    during = scalars["eval/loss"][: len(evaluations)]  # then the best model's evaluation after training
+    assert len(scalars["eval/loss"]) == len(evaluations) + 1
+    assert [step for step, _ in during] == [step for step, _ in evaluations]
+    assert [value for _, value in during] == pytest.approx([value for _, value in evaluations])
+    trained = [(entry["step"], entry["samples_per_second"]) for entry in history if "loss" in entry]
+    assert [step for step, _ in scalars["train/samples_per_second"]] == [step for step, _ in trained]
+    assert [value for _, value in scalars["train/samples_per_second"]] == pytest.approx([v for _, v in trained])
+    for tag in ("train/loss", "eval/accuracy", "eval/f1", "train/tokens_per_second", "train/step_seconds"):
+        assert scalars[tag], tag

@@ -1,8 +1,8 @@
 """`finetune cache`: list, inspect and clean the tokenized-data cache.
 
-    finetune cache list [--json] [--cache_dir DIR]
-    finetune cache inspect KEY [--cache_dir DIR]
-    finetune cache clean (--all | --older_than DAYS | --orphans | --max_size 500MB) [--dry_run] [--cache_dir DIR]
+    finetune cache list [--json] [--data_cache_dir DIR]
+    finetune cache inspect KEY [--data_cache_dir DIR]
+    finetune cache clean (--all | --older_than DAYS | --orphans | --max_size 500MB) [--dry_run] [--data_cache_dir DIR]
 
 Each tokenized split is ``tokenized-{split}-{fingerprint}.arrow`` (the ``datasets`` cache file) with
 ``tokenized-{split}-{fingerprint}.json`` beside it: the fingerprint's inputs in readable form, rows, size,
@@ -10,7 +10,7 @@ when it was created and last used. The tokenizer that made it is saved under ``t
 that ``inspect`` can decode examples (and a warm run can load it). ``prepared-{key}.json`` maps the inputs of
 a whole run's data preparation to its tokenizer, labels and entries (finetune/data/prepared.py); ``clean`` removes
 it with any entry it names, and as an orphan once an entry or its tokenizer is gone. The key of an entry is ``{split}-{fingerprint}``; any unique prefix of
-it, or of the fingerprint, names the entry. ``--cache_dir`` means what it means in the training config; the
+it, or of the fingerprint, names the entry. ``--data_cache_dir`` (or, without it, ``--cache_dir``) means what it means in the training config; the
 default is the ``datasets`` cache (``HF_DATASETS_CACHE``), and either way entries live in its ``finetune/``
 folder. ``clean`` removes only files it knows as cache files inside that folder, never follows a symlink out
 of it, and never removes a file because a manifest names it.
@@ -250,7 +250,12 @@ def days(value: str) -> float:
 def make_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--cache_dir", help="The cache_dir of the training config (default: the datasets cache, HF_DATASETS_CACHE)."
+        "--data_cache_dir",
+        help="The data_cache_dir of the training config (default: --cache_dir, else the datasets cache, "
+        "HF_DATASETS_CACHE).",
+    )
+    common.add_argument(
+        "--cache_dir", help="The cache_dir of the training config, for a config without data_cache_dir."
     )
     parser = argparse.ArgumentParser(prog="finetune cache", description="Show and clean the tokenized-data cache.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -286,7 +291,7 @@ def renamed_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv)))
-    state = scan(cache_directory(args.cache_dir))
+    state = scan(cache_directory(args.data_cache_dir or args.cache_dir))
     if args.command == "list":
         list_cache(state, args.json)
     elif args.command == "inspect":

@@ -27,7 +27,7 @@ from finetune.files import file_sha256
 
 # DataArguments fields that change neither the rows, the labels nor the token ids; every other field is in the
 # prepared-data key, so a field added later counts until it is listed here.
-NOT_IN_KEY = ("cache_dir", "overwrite_cache", "preprocessing_num_workers", "pad_to_multiple_of")
+NOT_IN_KEY = ("data_cache_dir", "overwrite_cache", "preprocessing_num_workers", "pad_to_multiple_of")
 FILE_FIELDS = ("train_file", "validation_file", "test_file")
 # Files of a model folder that the tokenizer never reads: hashing them would cost seconds on every run.
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".pt", ".pth", ".ckpt", ".gguf"}

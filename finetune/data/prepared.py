@@ -147,7 +147,7 @@ def prepare_data(
     ``overwrite_cache`` always takes the full path. The index is written only when the files still hash as
     they did before they were read, so it never maps a key to rows read from other content.
     """
-    cache_dir = cache.cache_directory(data_args.cache_dir)
+    cache_dir = cache.cache_directory(data_args.data_cache_dir)
     files = None if data_args.dataset_name else keys.hash_files(data_args)
     inputs = keys.prepared_inputs(model_args, data_args, seed, files)
     key = keys.content_hash(inputs) if inputs else None

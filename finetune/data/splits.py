@@ -279,7 +279,7 @@ def load_raw_splits(
     from finetune import cache
 
     bad_rows = BadRows(data_args.bad_rows, hint=" (bad_rows: skip leaves such rows out)")
-    root = cache.cache_directory(cache_dir if cache_dir is not None else data_args.cache_dir)
+    root = cache.cache_directory(cache_dir if cache_dir is not None else data_args.data_cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=RAW_PREFIX, dir=root))
     raw = RawData(
