@@ -161,9 +161,9 @@ def render() -> str:
     from finetune.cache.cli import make_parser as cache_parser
     from finetune.check.command import make_parser as check_parser
     from finetune.config import DataArguments, ModelArguments, TrainingArguments
-    from finetune.parsing import ALIASES, TEXT_COLUMNS_ALIAS
     from finetune.evaluation import make_parser as evaluate_parser
     from finetune.export import make_parser as export_parser
+    from finetune.parsing import ALIASES, TEXT_COLUMNS_ALIAS
     from finetune.predict import make_parser as predict_parser
     from finetune.pretrain import PretrainArguments
     from finetune.report import make_parser as report_parser
