@@ -459,3 +459,15 @@ print(json.dumps({{"module": type(model).__module__, "logits": logits.tolist(), 
     with torch.no_grad():
         expected = classifier.model(**inputs).logits
     assert torch.tensor(result["logits"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_runs_of_the_old_layout_still_load(textcnn_run, tmp_path):
+    """A run written before best/'s files were linked at the top (best/ and best.json only) works with --model."""
+    old = tmp_path / "old-run"
+    shutil.copytree(textcnn_run, old)
+    for path in (textcnn_run / "best").iterdir():
+        (old / path.name).unlink()
+    assert not (old / "config.json").exists()
+    rows = predict(["--model", str(old), "--input", str(TEST_FILE)], tmp_path / "old.jsonl")
+    expected = predict(["--model", str(textcnn_run), "--input", str(TEST_FILE)], tmp_path / "new.jsonl")
+    assert rows == expected
