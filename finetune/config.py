@@ -6,6 +6,7 @@ Parsing them from a YAML file and command-line flags is in finetune/parsing.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from transformers import TrainingArguments as HfTrainingArguments
@@ -18,15 +19,43 @@ EVAL_METRICS = ("loss", *TRAINING_METRICS)
 MULTI_LABEL_EVAL_METRICS = ("loss", *MULTI_LABEL_METRICS)
 
 
+def checkpoint_model_type(name_or_path: str) -> str | None:
+    """The model_type a local checkpoint's config.json names (None for a hub id or a folder without one)."""
+    import json
+
+    from finetune.models.bert import resolve_model_path
+
+    config = Path(resolve_model_path(name_or_path)) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_model_type(model_type: str | None, model_name_or_path: str | None) -> str:
+    """textcnn or pretrained: as given (bert, the earlier name, is pretrained), or else from the checkpoint."""
+    if model_type == "bert":
+        return "pretrained"
+    if model_type:
+        return model_type
+    if not model_name_or_path:
+        return "textcnn"
+    return "textcnn" if checkpoint_model_type(model_name_or_path) == "textcnn" else "pretrained"
+
+
 @dataclass
 class ModelArguments:
     """Which model to train and how to build it."""
 
-    model_type: Literal["textcnn", "bert"] = field(
-        default="textcnn",
+    model_type: Literal["textcnn", "pretrained", "bert"] | None = field(
+        default=None,
         metadata={
             "help": "textcnn: a Conv1d classifier over embeddings of a vocabulary built from the training texts. "
-            "bert: any encoder that AutoModelForSequenceClassification supports, from model_name_or_path."
+            "pretrained: any model that AutoModelForSequenceClassification supports (BERT-family encoders, and "
+            "decoders such as Llama or Qwen2), from model_name_or_path; bert is the earlier name for it. Unset: "
+            "textcnn without model_name_or_path, else what the checkpoint's config.json says it is."
         },
     )
     model_name_or_path: str | None = field(
@@ -135,14 +164,18 @@ class ModelArguments:
     lowercase: bool = field(default=True, metadata={"help": "TextCNN vocabulary: lowercase texts (NFKC always)."})
 
     def __post_init__(self):
-        if self.model_type == "bert" and not self.model_name_or_path:
-            raise UserError("model_type 'bert' needs model_name_or_path (a model directory or hub id).")
-        if self.encoder_dropout is not None and (self.model_type != "bert" or not 0 <= self.encoder_dropout < 1):
+        self.model_type = resolve_model_type(self.model_type, self.model_name_or_path)
+        if self.model_type == "pretrained" and not self.model_name_or_path:
+            raise UserError("model_type 'pretrained' needs model_name_or_path (a model directory or hub id).")
+        if self.encoder_dropout is not None and (self.model_type != "pretrained" or not 0 <= self.encoder_dropout < 1):
             raise UserError(
-                f"encoder_dropout is for model_type bert and in [0, 1), got {self.encoder_dropout} (TextCNN: dropout)."
+                f"encoder_dropout is for model_type pretrained and in [0, 1), got {self.encoder_dropout} "
+                "(TextCNN: dropout)."
             )
-        if self.extend_vocabulary and self.model_type != "bert":
-            raise UserError("extend_vocabulary is for model_type bert; TextCNN builds its vocabulary from the data.")
+        if self.extend_vocabulary and self.model_type != "pretrained":
+            raise UserError(
+                "extend_vocabulary is for model_type pretrained; TextCNN builds its vocabulary from the data."
+            )
         if self.ngram_buckets and (self.ngram_buckets < 2 or self.model_type != "textcnn"):
             raise UserError(f"ngram_buckets is for model_type textcnn and 0 or at least 2, got {self.ngram_buckets}.")
         if any(size < 2 for size in self.ngram_sizes):

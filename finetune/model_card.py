@@ -30,7 +30,7 @@ def metric_lines(metrics: dict, prefix: str) -> list[str]:
 def base_model_id(model_args: ModelArguments) -> str | None:
     """The hub id of the pretrained model, for the metadata; None for TextCNN, local directories and packages."""
     name = model_args.model_name_or_path
-    if model_args.model_type != "bert" or not name or name.startswith("package:") or Path(name).exists():
+    if model_args.model_type != "pretrained" or not name or name.startswith("package:") or Path(name).exists():
         return None
     return name
 
@@ -217,7 +217,9 @@ def build_model_card(
     hyperparameters = extract_hyperparameters_from_trainer(trainer)
     hyperparameters["max_length"] = data_args.max_length
     hyperparameters["metric_for_best_model"] = training_args.metric_for_best_model
-    if model_args.model_type == "bert":  # at most this many unknown words of the training texts become new tokens
+    if (
+        model_args.model_type == "pretrained"
+    ):  # at most this many unknown words of the training texts become new tokens
         hyperparameters["extend_vocabulary"] = model_args.extend_vocabulary
         if model_args.encoder_dropout is not None:
             hyperparameters["encoder_dropout"] = model_args.encoder_dropout

@@ -343,7 +343,12 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         per_epoch=namespace.eval_strategy == "epoch",
         baseline=namespace.baseline,
     )
-    space_path = args.search_space or Path(args.config).parent / "search" / f"{namespace.model_type}.yaml"
+    from finetune.config import resolve_model_type
+
+    kind = resolve_model_type(namespace.model_type, namespace.model_name_or_path)
+    space_path = (
+        args.search_space or Path(args.config).parent / "search" / f"{'textcnn' if kind == 'textcnn' else 'bert'}.yaml"
+    )
     if not args.search_space and not Path(space_path).is_file():
         raise UserError(f"No search space: {space_path} does not exist; name one with --search_space.")
     known = {action.dest for action in parser._actions} - {"help", "config"}

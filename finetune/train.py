@@ -64,6 +64,7 @@ from finetune.model_card import write_model_card
 from finetune.models import TextCNNConfig, TextCNNForSequenceClassification
 from finetune.models.bert import (
     check_max_length,
+    ensure_pad_token,
     extend_vocabulary,
     load_pretrained_tokenizer,
     resolve_model_path,
@@ -88,6 +89,7 @@ def build_tokenizer(model_args: ModelArguments, data_args: DataArguments, raw: R
     if model_args.model_name_or_path:  # an encoder, or a classifier (a TextCNN's best/) to go on from
         name = model_args.tokenizer_name or model_args.model_name_or_path
         tokenizer = load_pretrained_tokenizer(name, model_args.cache_dir, model_args.trust_remote_code)
+        ensure_pad_token(tokenizer)
         if model_args.extend_vocabulary:
             texts = (text for batch in batches for text in batch)
             extend_vocabulary(tokenizer, texts, model_args.extend_vocabulary, model_args.min_frequency)
@@ -117,8 +119,11 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             problem_type=problem_type(raw),
             dropout=model_args.encoder_dropout,
         )
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary added tokens
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary or [PAD] added tokens
             model.resize_token_embeddings(len(tokenizer))
+        if model.config.model_type != "textcnn":
+            # A decoder finds each row's last real token by this id; its config often has none.
+            model.config.pad_token_id = tokenizer.pad_token_id
         return model
     config = TextCNNConfig(
         vocab_size=len(tokenizer),

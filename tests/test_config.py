@@ -75,7 +75,7 @@ def test_unknown_yaml_key_exits_2_naming_it(reviews, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"model_type": "rnn"}, "model_type: 'rnn' is not one of textcnn, bert"),
+        ({"model_type": "rnn"}, "model_type: 'rnn' is not one of textcnn, pretrained, bert"),
         ({"truncation_side": "middle"}, "truncation_side: 'middle' is not one of right, left"),
         ({"tokenizer_level": "byte"}, "tokenizer_level: 'byte' is not one of char, word"),
         ({"bad_rows": "ignore"}, "bad_rows: 'ignore' is not one of error, skip"),
@@ -84,7 +84,7 @@ def test_unknown_yaml_key_exits_2_naming_it(reviews, tmp_path, capsys):
         ({"kernel_sizes": []}, "kernel_sizes needs at least one value"),
         ({"kernel_sizes": None}, "kernel_sizes cannot be null; leave the key out for its default ([2, 3, 4])"),
         ({"max_length": None}, "max_length cannot be null"),
-        ({"model_type": None}, "model_type cannot be null"),
+        ({"tokenizer_level": None}, "tokenizer_level cannot be null"),
         ({"text_column": None}, "text_column cannot be null"),
     ],
 )
@@ -184,7 +184,7 @@ def test_every_shipped_config_parses(config, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     model, data, training = parse_args(["--config", str(config), "--output_dir", str(tmp_path / "run")])
     assert data.train_file and training.metric_for_best_model == "eval_loss"
-    assert model.model_type in ("textcnn", "bert")
+    assert model.model_type == ("pretrained" if model.model_name_or_path else "textcnn")
 
 
 @pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.name)

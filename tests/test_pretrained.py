@@ -43,7 +43,7 @@ def texts(reviews) -> list[str]:
 
 def test_the_model_type_must_match_the_checkpoint(texts, tmp_path):
     make_tiny_classifier(tmp_path / "ckpt", texts, ["negative", "positive"])
-    with pytest.raises(UserError, match="holds a bert model: set model_type: bert"):
+    with pytest.raises(UserError, match="holds a bert model: set model_type: pretrained"):
         load_classifier(str(tmp_path / "ckpt"), ["negative", "positive"], textcnn=True)
 
 
@@ -124,7 +124,7 @@ def test_encoder_dropout_replaces_every_dropout_of_the_model(texts, tmp_path, la
 
 
 def test_encoder_dropout_is_for_bert_models(data_args):
-    with pytest.raises(UserError, match="encoder_dropout is for model_type bert"):
+    with pytest.raises(UserError, match="encoder_dropout is for model_type pretrained"):
         parse_args(data_args + ["--model_type", "textcnn", "--encoder_dropout", "0"])
 
 

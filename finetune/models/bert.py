@@ -1,4 +1,5 @@
-"""Pretrained encoders (BERT and its family) through AutoModelForSequenceClassification."""
+"""Pretrained models through AutoModelForSequenceClassification: BERT-family encoders, and decoders (Llama, Qwen2,
+GPT-2, ...), which classify from their last token that is not padding."""
 
 from __future__ import annotations
 
@@ -46,6 +47,22 @@ def load_pretrained_tokenizer(name_or_path: str, cache_dir: str | None, trust_re
         )
     except OSError as error:
         raise UserError(f"Could not load a tokenizer from {name_or_path!r}: {error}") from None
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """Gives a tokenizer without a pad token one, as decoders' tokenizers often are: their eos token (padding is
+    never read: the model classifies from the last token that is not padding), else a new ``[PAD]`` token, for
+    which the model's embeddings must grow (``len(tokenizer)``). Returns how: "eos", "added", or None (it had one).
+    """
+    if tokenizer.pad_token is not None:
+        return None
+    if tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("the tokenizer has no pad token: padding with its eos token %r", tokenizer.eos_token)
+        return "eos"
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    logger.info("the tokenizer has neither a pad nor an eos token: added [PAD] (id %d)", tokenizer.pad_token_id)
+    return "added"
 
 
 def unknown_word_counts(tokenizer, texts: Iterable[str]) -> Counter:

@@ -94,7 +94,7 @@ def load_classifier(
     try:
         config = with_dropout(AutoConfig.from_pretrained(path, **options), dropout)
         if (config.model_type == "textcnn") != textcnn:
-            wanted = "textcnn" if config.model_type == "textcnn" else "bert"
+            wanted = "textcnn" if config.model_type == "textcnn" else "pretrained"
             raise UserError(f"{path} holds a {config.model_type} model: set model_type: {wanted} to start from it.")
         old = head_labels(config)
         if old is not None and not new_head and len(set(old)) == len(old) and set(old) == set(label_list):
