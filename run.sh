@@ -40,7 +40,7 @@ case "${1:-demo}" in
     python data/chinese_sentiment/prepare.py "${@:2}"
     ;;
   test)
-    setup dev,demo,deploy,tracking
+    setup dev,demo,deploy,tracking,lora
     python -m pytest "${@:2}"
     ;;
   *)

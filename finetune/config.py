@@ -88,6 +88,23 @@ class ModelArguments:
             "memory and time (docs/time_to_accuracy.md)."
         },
     )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "pretrained: train low-rank adapters of this rank (LoRA, through peft) instead of every weight; "
+            "the classification head is trained fully. 0: full fine-tuning. best/ holds the merged model (loads as "
+            "any other) and best/adapter/ the adapter alone."
+        },
+    )
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA: the adapters' scale is lora_alpha / lora_r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA: dropout on the adapters' input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA: the modules that get adapters, by name (e.g. query value). Unset: peft's choice for the "
+            "architecture (the attention's query and value projections for BERT, q_proj and v_proj for Llama)."
+        },
+    )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "For bert: tokenizer to use when it differs from model_name_or_path."}
     )
@@ -171,6 +188,17 @@ class ModelArguments:
             raise UserError(
                 f"encoder_dropout is for model_type pretrained and in [0, 1), got {self.encoder_dropout} "
                 "(TextCNN: dropout)."
+            )
+        lora_flags = self.lora_r or self.lora_target_modules
+        if lora_flags and self.model_type != "pretrained":
+            raise UserError(
+                "lora_r and lora_target_modules are for model_type pretrained; a TextCNN trains all its weights."
+            )
+        if self.lora_r < 0 or (self.lora_target_modules and not self.lora_r):
+            raise UserError(f"lora_r must be positive to use LoRA (0 turns it off), got {self.lora_r}.")
+        if not 0 <= self.lora_dropout < 1 or self.lora_alpha < 1:
+            raise UserError(
+                f"lora_dropout must be in [0, 1) and lora_alpha positive; got {self.lora_dropout} and {self.lora_alpha}."
             )
         if self.extend_vocabulary and self.model_type != "pretrained":
             raise UserError(

@@ -66,8 +66,11 @@ from finetune.models.bert import (
     check_max_length,
     ensure_pad_token,
     extend_vocabulary,
+    is_lora,
     load_pretrained_tokenizer,
     resolve_model_path,
+    save_lora_model,
+    with_lora,
 )
 from finetune.models.heads import load_classifier
 from finetune.parsing import parse_args
@@ -124,6 +127,14 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         if model.config.model_type != "textcnn":
             # A decoder finds each row's last real token by this id; its config often has none.
             model.config.pad_token_id = tokenizer.pad_token_id
+        if model_args.lora_r:
+            model = with_lora(
+                model,
+                model_args.lora_r,
+                model_args.lora_alpha,
+                model_args.lora_dropout,
+                model_args.lora_target_modules,
+            )
         return model
     config = TextCNNConfig(
         vocab_size=len(tokenizer),
@@ -226,7 +237,10 @@ def save_best(trainer: ClassifierTrainer, tokenizer: PreTrainedTokenizerBase, ar
     complete (see ``train``)."""
     training_args = trainer.args
     best_dir = Path(training_args.output_dir) / BEST_DIR
-    trainer.model.save_pretrained(best_dir)
+    if is_lora(trainer.model):
+        save_lora_model(trainer.model, best_dir)
+    else:
+        trainer.model.save_pretrained(best_dir)
     tokenizer.save_pretrained(best_dir)
     (best_dir / ARGS_FILE).write_text(arguments, encoding="utf-8")
 

@@ -65,6 +65,48 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
     return "added"
 
 
+ADAPTER_DIR = "adapter"  # in best/: the LoRA adapter alone, beside the merged model
+
+
+def with_lora(model: PreTrainedModel, rank: int, alpha: int, dropout: float, target_modules: list[str] | None):
+    """The model with LoRA adapters (peft), only they and the classification head trainable."""
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise UserError("lora_r needs peft: pip install 'finetune[lora]' (or pip install peft).") from None
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+    )
+    try:
+        lora = get_peft_model(model, config)
+    except ValueError as error:  # target modules that the model does not have
+        raise UserError(f"LoRA: {error}") from None
+    trainable, total = lora.get_nb_trainable_parameters()
+    logger.info(
+        "LoRA rank %d: %s of %s parameters trainable (%.2f%%)",
+        rank,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
+    return lora
+
+
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_lora_model(model, directory) -> None:
+    """Saves the adapter in ``directory``/adapter and the merged model (adapters folded into the weights, a plain
+    transformers model that predict, export, serve and pipeline load as any other) in ``directory``."""
+    import copy
+    from pathlib import Path
+
+    model.save_pretrained(Path(directory) / ADAPTER_DIR)
+    merged = copy.deepcopy(model).merge_and_unload()
+    merged.save_pretrained(directory)
+
+
 def unknown_word_counts(tokenizer, texts: Iterable[str]) -> Counter:
     """How often each pre-tokenized word of ``texts`` can only be read as the unknown token.
 

@@ -1,0 +1,95 @@
+"""LoRA through peft on a tiny BERT: adapters and head trained, best/ merged (plus the adapter), resume, errors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import FIXTURES, read_jsonl
+from safetensors.torch import load_file
+from test_train import make_tiny_bert
+
+from finetune.cli import main as cli_main
+from finetune.train import main as train_main
+
+
+def lora_flags(model_dir, tmp_path, epochs: int = 3) -> list[str]:
+    return [
+        "--model_name_or_path", str(model_dir),
+        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
+        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
+        "--test_file", str(FIXTURES / "reviews_test.jsonl"),
+        "--data_cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "run"),
+        "--max_length", "32",
+        "--per_device_train_batch_size", "16",
+        "--learning_rate", "2e-2",
+        "--num_train_epochs", str(epochs),
+        "--lora_r", "4",
+        "--lora_alpha", "8",
+        "--disable_tqdm", "true",
+        "--baseline", "none",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    return make_tiny_bert(
+        tmp_path / "tiny-bert", [row["text"] for row in read_jsonl(FIXTURES / "reviews_train.jsonl")]
+    )
+
+
+def test_lora_trains_adapters_and_saves_the_merged_model(tiny_bert, tmp_path, capsys):
+    assert train_main(lora_flags(tiny_bert, tmp_path)) == 0
+    run = tmp_path / "run"
+    assert "LoRA rank 4:" in capsys.readouterr().out
+    merged = load_file(run / "best" / "model.safetensors")
+    assert not any("lora" in name for name in merged)  # a plain BERT classifier
+    adapter = run / "best" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    adapter_weights = load_file(adapter / "adapter_model.safetensors")
+    assert any("lora_A" in name for name in adapter_weights) and any("classifier" in name for name in adapter_weights)
+
+    # The encoder's own weights are those of the checkpoint; training changed the adapters and the head only.
+    original = load_file(tiny_bert / "model.safetensors")
+    name = "encoder.layer.0.attention.output.dense.weight"  # a module without an adapter
+    assert torch.equal(merged[f"bert.{name}"], original.get(name, original.get(f"bert.{name}")))
+    query = "encoder.layer.0.attention.self.query.weight"  # with an adapter: merged in, so changed
+    assert not torch.equal(merged[f"bert.{query}"], original.get(query, original.get(f"bert.{query}")))
+
+    results = json.loads((run / "all_results.json").read_text())
+    assert results["test_accuracy"] >= 0.7
+    output = tmp_path / "predictions.jsonl"  # predict loads best/ as any model
+    assert (
+        cli_main(
+            ["predict", "--model", str(run), "--input", str(FIXTURES / "reviews_test.jsonl"), "--output", str(output)]
+        )
+        == 0
+    )
+    rows = read_jsonl(output)
+    truth = [row["label"] for row in read_jsonl(FIXTURES / "reviews_test.jsonl")]
+    assert sum(row["label"] == label for row, label in zip(rows, truth, strict=True)) / len(truth) == pytest.approx(
+        results["test_accuracy"]
+    )
+
+
+def test_lora_run_resumes_from_its_checkpoint(tiny_bert, tmp_path, capsys):
+    assert train_main(lora_flags(tiny_bert, tmp_path, epochs=2)) == 0
+    run = tmp_path / "run"
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] == 26  # 200 rows in batches of 16: 13 steps an epoch
+    # A run interrupted during its second epoch: the first epoch's checkpoint left, nothing after it.
+    for name in ("best.json", "best", "checkpoint-26"):
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert train_main([*lora_flags(tiny_bert, tmp_path, epochs=2), "--resume"]) == 0
+    assert "checkpoint-13" in capsys.readouterr().out
+    resumed = json.loads((run / "trainer_state.json").read_text())
+    assert resumed["global_step"] == state["global_step"]
+    assert (run / "best" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_lora_flags_on_a_textcnn_are_an_error(tmp_path, capsys):
+    flags = ["--train_file", str(FIXTURES / "reviews_train.jsonl"), "--output_dir", str(tmp_path / "run")]
+    assert cli_main(["train", *flags, "--lora_r", "8"]) == 2
+    assert "lora_r and lora_target_modules are for model_type pretrained" in capsys.readouterr().err
