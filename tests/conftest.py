@@ -92,3 +92,21 @@ def finetune_log() -> list[str]:
     yield records
     package_logger.removeHandler(handler)
     package_logger.setLevel(level)
+
+
+def pretrained_run_flags(model_dir: Path, tmp_path: Path, learning_rate: str, epochs: int) -> list[str]:
+    """Flags for a run of a tiny pretrained model (built by a test) on the fixture, writing only under tmp_path."""
+    return [
+        "--model_name_or_path", str(model_dir),
+        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
+        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
+        "--test_file", str(FIXTURES / "reviews_test.jsonl"),
+        "--data_cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "run"),
+        "--max_length", "32",
+        "--per_device_train_batch_size", "16",
+        "--learning_rate", learning_rate,
+        "--num_train_epochs", str(epochs),
+        "--disable_tqdm", "true",
+        "--baseline", "none",
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, read_jsonl
+from conftest import FIXTURES, pretrained_run_flags, read_jsonl
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoTokenizer,
@@ -70,21 +70,7 @@ def make_tiny_decoder(directory: Path, architecture: str, with_eos: bool = True)
 
 
 def train_decoder(model_dir: Path, tmp_path: Path) -> Path:
-    flags = [
-        "--model_name_or_path", str(model_dir),
-        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
-        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
-        "--test_file", str(FIXTURES / "reviews_test.jsonl"),
-        "--data_cache_dir", str(tmp_path / "cache"),
-        "--output_dir", str(tmp_path / "run"),
-        "--max_length", "32",
-        "--per_device_train_batch_size", "16",
-        "--learning_rate", "3e-3",
-        "--num_train_epochs", "3",
-        "--disable_tqdm", "true",
-        "--baseline", "none",
-    ]  # fmt: skip
-    assert train_main(flags) == 0
+    assert train_main(pretrained_run_flags(model_dir, tmp_path, "3e-3", 3)) == 0
     return tmp_path / "run"
 
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURES, read_jsonl
+from conftest import FIXTURES, pretrained_run_flags, read_jsonl
 from safetensors.torch import load_file
 from test_train import make_tiny_bert
 
@@ -14,22 +14,7 @@ from finetune.train import main as train_main
 
 
 def lora_flags(model_dir, tmp_path, epochs: int = 3) -> list[str]:
-    return [
-        "--model_name_or_path", str(model_dir),
-        "--train_file", str(FIXTURES / "reviews_train.jsonl"),
-        "--validation_file", str(FIXTURES / "reviews_validation.jsonl"),
-        "--test_file", str(FIXTURES / "reviews_test.jsonl"),
-        "--data_cache_dir", str(tmp_path / "cache"),
-        "--output_dir", str(tmp_path / "run"),
-        "--max_length", "32",
-        "--per_device_train_batch_size", "16",
-        "--learning_rate", "2e-2",
-        "--num_train_epochs", str(epochs),
-        "--lora_r", "4",
-        "--lora_alpha", "8",
-        "--disable_tqdm", "true",
-        "--baseline", "none",
-    ]  # fmt: skip
+    return [*pretrained_run_flags(model_dir, tmp_path, "2e-2", epochs), "--lora_r", "4", "--lora_alpha", "8"]
 
 
 @pytest.fixture
