@@ -1,11 +1,14 @@
 """finetune search on the small fixture: trials, pruning, selection over seeds, outputs, resuming after SIGKILL,
 two workers on one study, and search spaces that are refused."""
 
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,11 +120,40 @@ def run_search(argv: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-def read_study(search_dir: Path) -> list:
+def read_study(search_dir: Path, storage: str | None = None) -> list:
     import optuna
 
-    study = optuna.load_study(study_name="finetune-search", storage=f"sqlite:///{search_dir / 'study.db'}")
-    return study.trials
+    storage = storage or f"sqlite:///{search_dir / 'study.db'}"
+    return optuna.load_study(study_name="finetune-search", storage=storage).trials
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server of Debian's packages started for the test (on a Unix socket in a temporary folder), and
+    the storage URL of a database in it; skipped where PostgreSQL or psycopg2 is not installed."""
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg2")
+    binaries = Path(os.path.realpath(initdb)).parent
+    folder = Path(tempfile.mkdtemp(prefix="finetune-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []  # the server refuses root
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    port = "54329"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_postgres, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(binaries / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
+    server = ["-D", str(folder / "data"), "-l", str(folder / "server.log")]
+    run(str(binaries / "pg_ctl"), *server, "-o", f"-k {folder} -p {port} -c listen_addresses=''", "-w", "start")
+    try:
+        run(str(binaries / "createdb"), "-h", str(folder), "-p", port, "-U", "postgres", "finetune")
+        yield f"postgresql+psycopg2://postgres@/finetune?host={folder}&port={port}"
+    finally:
+        run(str(binaries / "pg_ctl"), *server, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -151,15 +183,17 @@ def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(config, tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(database, config, tmp_path, request):
     search_dir = tmp_path / "search"
+    storage = request.getfixturevalue("postgres_url") if database == "postgresql" else None
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "4", "--worker")
-    argv += ["--pruner", "none", "--heartbeat_interval", "5"]
+    argv += ["--pruner", "none", "--heartbeat_interval", "5", *(["--storage", storage] if storage else [])]
     workers = [run_search(argv, tmp_path / f"worker-{index}.log") for index in range(2)]
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
 
-    trials = read_study(search_dir)
+    trials = read_study(search_dir, storage)
     assert len(trials) == 4 and all(trial.state.name == "COMPLETE" for trial in trials)
     assert sorted(trial.number for trial in trials) == [0, 1, 2, 3]
     # Each trial ran once, by one worker, into its own folder, and both workers ran trials.
