@@ -70,7 +70,8 @@ def without_package_lines(best_dir: Path) -> list[str]:
     """How to load a TextCNN where this package is not installed: its code is saved beside the weights."""
     return [
         "Without the finetune package (transformers and torch only), the model's code comes from `textcnn.py` "
-        "beside the weights:",
+        "beside the weights, which `trust_remote_code=True` runs: read it first when the folder comes from "
+        "someone else.",
         "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
