@@ -285,6 +285,22 @@ class DataArguments:
     truncation_side: Literal["right", "left"] = field(
         default="right", metadata={"help": "right keeps the start of long texts, left keeps the end."}
     )
+    long_text: Literal["truncate", "windows"] = field(
+        default="truncate",
+        metadata={
+            "help": "A text longer than max_length: truncate keeps max_length tokens of it (truncation_side). "
+            "windows reads all of it, in overlapping windows of max_length tokens: training uses every window with "
+            "the text's label, evaluation, predict and serve average the windows' logits per text (multi-label: "
+            "their maximum)."
+        },
+    )
+    window_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "long_text windows: tokens that consecutive windows share (default: a quarter of max_length); "
+            "smaller than max_length less the model's special tokens."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Round padded lengths up to a multiple of this (e.g. 8 for tensor cores)."}
     )
@@ -323,6 +339,22 @@ class DataArguments:
             )
         if self.max_length < 1:
             raise UserError(f"max_length must be positive, got {self.max_length}.")
+        if self.window_stride is not None and self.long_text != "windows":
+            raise UserError("window_stride is for long_text: windows; set long_text: windows too, or drop it.")
+        if self.long_text == "windows":
+            if self.window_stride is None:
+                self.window_stride = self.max_length // 4
+            if not 0 <= self.window_stride < self.max_length:
+                raise UserError(
+                    f"window_stride {self.window_stride} must be at least 0 and smaller than max_length "
+                    f"({self.max_length}): it is the number of tokens consecutive windows share."
+                )
+            if self.text_pair_column:
+                raise UserError(
+                    "long_text: windows reads single texts; a text pair model truncates (long_text: truncate)."
+                )
+            if self.padding == "max_length":
+                raise UserError("long_text: windows pads each batch to its longest window; use padding: longest.")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from finetune.files import writable_file, write_json_atomically
 from finetune.metrics import add_counts, multilabel_counts, scores_from_confusion_matrix, scores_from_multilabel_counts
 from finetune.predict import Classifier, add_model_arguments
 from finetune.rows import chunks
+from finetune.shards import Shards
 
 AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
 
@@ -155,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
     if args.output:
         writable_file(args.output)  # before the model is loaded and the texts classified
-    classifier = Classifier.load(args.model, args.device, args.max_length)
+    shards = Shards(args.device)  # under accelerate launch: this process's share of the chunks (finetune/shards.py)
+    classifier = Classifier.load(
+        args.model, args.device or shards.device, args.max_length, args.long_text, args.window_stride
+    )
     text_column = args.text_column or classifier.text_column
     pair_column = args.text_pair_column or classifier.text_pair_column
     columns = Columns(
@@ -168,9 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         raise UserError(f"Data file {path} does not exist.")
     score = score_multi_label if classifier.multi_label else score_single_label
-    results, count = score(classifier, checked_records(path, file_format(path), columns, BadRows()), columns, args)
+    records = checked_records(path, file_format(path), columns, BadRows())
+    results, count = score(classifier, records, columns, args, shards)
+    shards.close()
     if not count:
         raise UserError(f"Data file {path} holds no examples.")
+    if not shards.is_main:
+        return 0
 
     test_name = Path(args.test_file).name
     output = Path(args.output) if args.output else Path(args.model) / EVALUATION_DIR / f"{Path(test_name).stem}.json"
@@ -220,21 +229,42 @@ def texts_of(chunk: list[dict], columns: Columns) -> tuple[list[str], list[str] 
     return [record[columns.texts[0]] for record in chunk], pairs
 
 
-def score_single_label(classifier: Classifier, records, columns: Columns, args) -> tuple[dict, int]:
-    """Counted chunk by chunk: the confusion matrix and the summed loss, never a list of every row."""
+def my_chunks(records, shards: Shards, check) -> Iterator[tuple[list[dict], int]]:
+    """This process's chunks of the records (every chunk when it runs alone), each with the count of rows read so
+    far by all processes. ``check`` sees every chunk in every process, so that a bad label stops them all."""
+    for group, mine in shards.rounds(chunks(iter(records))):
+        for chunk in group:
+            check(chunk)
+        yield mine, sum(map(len, group))
+
+
+def score_single_label(classifier: Classifier, records, columns: Columns, args, shards: Shards) -> tuple[dict, int]:
+    """Counted chunk by chunk: the confusion matrix and the summed loss, never a list of every row; summed over
+    the processes at the end."""
     label2id = classifier.label2id
     label_names = [classifier.id2label[index] for index in range(len(label2id))]
     matrix = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
     loss_sum, count = 0.0, 0
-    for chunk in chunks(iter(records)):
-        labels = [str(record[columns.label]).strip() for record in chunk]
-        check_known(set(labels), label2id, args.test_file)
-        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=True)
-        references = np.array([label2id[label] for label in labels])
+
+    def labels_of(chunk: list[dict]) -> list[str]:
+        return [str(record[columns.label]).strip() for record in chunk]
+
+    def check(chunk: list[dict]) -> None:
+        check_known(set(labels_of(chunk)), label2id, args.test_file)
+
+    for chunk, read in my_chunks(records, shards, check):
+        count += read
+        if chunk is None:
+            continue
+        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=shards.is_main)
+        references = np.array([label2id[label] for label in labels_of(chunk)])
         np.add.at(matrix, (references, probabilities.argmax(axis=1)), 1)
         true_class = probabilities[np.arange(len(references)), references]
         loss_sum += float(-np.log(np.clip(true_class, 1e-12, None)).sum())
-        count += len(chunk)
+    gathered = shards.gather((matrix, loss_sum))
+    if gathered is None:
+        return {}, count
+    matrix, loss_sum = sum(part[0] for part in gathered), sum(part[1] for part in gathered)
     results = evaluate_confusion_matrix(matrix, label_names)
     results["metrics"]["loss"] = loss_sum / max(count, 1)
     return results, count
@@ -247,24 +277,36 @@ def record_labels(value, separator: str | None) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
-def score_multi_label(classifier: Classifier, records, columns: Columns, args) -> tuple[dict, int]:
-    """Multi-label scores at the model's threshold, from counts summed chunk by chunk, and the mean binary
-    cross-entropy over labels."""
+def score_multi_label(classifier: Classifier, records, columns: Columns, args, shards: Shards) -> tuple[dict, int]:
+    """Multi-label scores at the model's threshold, from counts summed chunk by chunk (and over the processes),
+    and the mean binary cross-entropy over labels."""
     label2id, threshold = classifier.label2id, classifier.threshold
     counts, loss_sum, count = None, 0.0, 0
-    for chunk in chunks(iter(records)):
-        label_sets = [record_labels(record[columns.label], classifier.label_separator) for record in chunk]
-        check_known({label for labels in label_sets for label in labels}, label2id, args.test_file)
+
+    def label_sets_of(chunk: list[dict]) -> list[list[str]]:
+        return [record_labels(record[columns.label], classifier.label_separator) for record in chunk]
+
+    def check(chunk: list[dict]) -> None:
+        check_known({label for labels in label_sets_of(chunk) for label in labels}, label2id, args.test_file)
+
+    for chunk, read in my_chunks(records, shards, check):
+        count += read
+        if chunk is None:
+            continue
         references = np.zeros((len(chunk), len(label2id)), dtype=bool)
-        for row, labels in enumerate(label_sets):
+        for row, labels in enumerate(label_sets_of(chunk)):
             references[row, [label2id[label] for label in labels]] = True
-        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=True)
+        probabilities = classifier.probabilities(*texts_of(chunk, columns), args.batch_size, progress=shards.is_main)
         counts = add_counts(counts, multilabel_counts(probabilities > threshold, references))
         likelihood = np.clip(np.where(references, probabilities, 1 - probabilities), 1e-12, None)
         loss_sum += float(-np.log(likelihood).mean(axis=1).sum())
-        count += len(chunk)
-    if not count:
-        return {}, 0
+    gathered = shards.gather((counts, loss_sum))
+    if gathered is None or not count:
+        return {}, count
+    counts = None
+    for part_counts, _ in gathered:
+        counts = counts if part_counts is None else add_counts(counts, part_counts)
+    loss_sum = sum(part[1] for part in gathered)
     scores = scores_from_multilabel_counts(counts)
     per_class = scores.pop("per_class")
     names = [classifier.id2label[index] for index in range(len(label2id))]

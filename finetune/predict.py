@@ -32,12 +32,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
 from finetune.data import FORMATS, encode
+from finetune.data.tokenize import encode_windows
+from finetune.data.windows import TextLogits, check_window_stride, reduction
 from finetune.errors import UserError
 from finetune.files import writable_file
 from finetune.metrics import DEFAULT_THRESHOLD
 from finetune.models.bert import check_max_length
 from finetune.onnx_model import OnnxClassifier, is_export_dir
 from finetune.rows import RowWriter, chunks, merge_rows, output_format, read_texts
+from finetune.shards import Shards
 
 # Texts are sorted by character length, then tokenized in groups of this many batches, each group sorted by
 # token length: batches of similar lengths, little padding, while a background thread tokenizes the next group.
@@ -79,15 +82,28 @@ class Classifier:
     label_column: str = "label"
     label_separator: str | None = None  # multi-label runs trained on labels split on it
     pad_to_multiple_of: int | None = None  # as in training: few distinct tensor shapes keep the heap from fragmenting
+    window_stride: int | None = (
+        None  # long_text windows: every window of a text, sharing this many tokens; None: truncate
+    )
 
     @classmethod
-    def load(cls, model: str | Path, device: str | None = None, max_length: int | None = None) -> Classifier:
+    def load(
+        cls,
+        model: str | Path,
+        device: str | None = None,
+        max_length: int | None = None,
+        long_text: str | None = None,
+        window_stride: int | None = None,
+    ) -> Classifier:
         """Loads the model ``--model`` names (see ``resolve_model_dir``) onto ``device``.
 
         Args:
             model: A run's output_dir, best/, checkpoint-N or a ``save_pretrained`` directory.
             device: cpu, cuda or cuda:N; by default a GPU when there is one.
-            max_length: Tokens kept per text; by default the run's max_length, else the tokenizer's (at most 512).
+            max_length: Tokens per text (per window with windows); by default the run's max_length, else the
+                tokenizer's (at most 512, and at most the model's position embeddings).
+            long_text: truncate, or windows (see finetune/data/windows.py); by default the run's.
+            window_stride: Tokens consecutive windows share; by default the run's, else a quarter of max_length.
         """
         model_dir = resolve_model_dir(model)
         torch_device = resolve_device(device)
@@ -106,9 +122,24 @@ class Classifier:
                 transformers.utils.logging.enable_progress_bar()
         data = run_arguments(model_dir).get("data", {})
         tokenizer.truncation_side = data.get("truncation_side", tokenizer.truncation_side)
+        set_pad_token(tokenizer, network, model_dir)
         if max_length is None:
-            max_length = data.get("max_length") or min(tokenizer.model_max_length, LONGEST_DEFAULT_MAX_LENGTH)
+            positions = getattr(network.config, "max_position_embeddings", None) or LONGEST_DEFAULT_MAX_LENGTH
+            max_length = data.get("max_length") or min(
+                tokenizer.model_max_length, LONGEST_DEFAULT_MAX_LENGTH, positions
+            )
         check_max_length(max_length, tokenizer, network, data.get("text_pair_column") is not None, "--max_length")
+        long_text = long_text or data.get("long_text", "truncate")
+        if window_stride is not None and long_text != "windows":
+            raise UserError("--window_stride is for long texts read in windows; add --long_text windows.")
+        if long_text == "windows":
+            if data.get("text_pair_column"):
+                raise UserError("--long_text windows reads single texts; this model classifies text pairs.")
+            if window_stride is None:
+                same_length = max_length == data.get("max_length")
+                window_stride = data.get("window_stride") if same_length else None
+                window_stride = max_length // 4 if window_stride is None else window_stride
+            check_window_stride(tokenizer, max_length, window_stride, "--window_stride")
         return cls(
             model=network.to(torch_device).eval(),
             tokenizer=tokenizer,
@@ -120,6 +151,7 @@ class Classifier:
             label_column=data.get("label_column", "label"),
             label_separator=data.get("label_separator"),
             pad_to_multiple_of=data.get("pad_to_multiple_of"),
+            window_stride=window_stride if long_text == "windows" else None,
         )
 
     @property
@@ -148,13 +180,14 @@ class Classifier:
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, progress: bool = False
     ) -> np.ndarray:
         """Class probabilities, ``(len(texts), num_labels)``, row i for texts[i]: a softmax over the labels, or
-        for a multi-label model each label's sigmoid.
+        for a multi-label model each label's sigmoid. With windows (long_text), of the text's windows' logits
+        averaged (multi-label: their maximum).
 
         The batcher sorts texts by length so each batch is padded little; the rows come back in input order.
         A background thread tokenizes and pads the next group of batches while the model runs on the current
         one (the Rust tokenizer and torch release the GIL), which hides tokenizing for a model as fast as TextCNN.
         """
-        probabilities = np.zeros((len(texts), self.model.config.num_labels))
+        logits = TextLogits(len(texts), self.model.config.num_labels, reduction(self.multi_label))
         characters = [len(text) + (len(pairs[row]) if pairs is not None else 0) for row, text in enumerate(texts)]
         order = np.argsort(characters, kind="stable")
         group_size = batch_size * BATCHES_PER_GROUP
@@ -163,13 +196,13 @@ class Classifier:
             tqdm(total=len(texts), unit="text", disable=not progress, file=sys.stderr) as bar,
             torch.inference_mode(),
         ):
-            for batches in self.tokenized_groups(texts, pairs, groups, batch_size):
+            for group, batches in zip(groups, self.tokenized_groups(texts, pairs, groups, batch_size), strict=True):
                 for rows, batch in batches:
-                    logits = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
-                    scores = torch.sigmoid(logits.double()) if self.multi_label else torch.softmax(logits.double(), -1)
-                    probabilities[rows] = scores.cpu().numpy()
-                    bar.update(len(rows))
-        return probabilities
+                    output = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
+                    logits.add(rows, output.double().cpu().numpy())
+                bar.update(len(group))
+        scores = torch.from_numpy(logits.result())
+        return (torch.sigmoid(scores) if self.multi_label else torch.softmax(scores, -1)).numpy()
 
     def tokenized_groups(self, texts: list[str], pairs: list[str] | None, groups: list[np.ndarray], batch_size: int):
         """Each group's batches, the next group tokenized in a background thread while the caller runs this one.
@@ -188,17 +221,22 @@ class Classifier:
     def batches(
         self, texts: list[str], pairs: list[str] | None, rows: np.ndarray, batch_size: int
     ) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """The given rows of texts tokenized, sorted by token length and padded: (rows, model inputs) per batch."""
-        encoded = self.encode(
-            [texts[row] for row in rows], [pairs[row] for row in rows] if pairs is not None else None
-        )
+        """The given rows of texts tokenized (each text's windows with long_text windows), sorted by token length
+        and padded: (the text row of each window, model inputs) per batch."""
+        group_texts = [texts[row] for row in rows]
+        if self.window_stride is None:
+            encoded = self.encode(group_texts, [pairs[row] for row in rows] if pairs is not None else None)
+            owners = rows
+        else:
+            encoded, windows = encode_windows(self.tokenizer, group_texts, self.max_length, self.window_stride)
+            owners = rows[windows]
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(lengths, kind="stable")
         batches = []
         for members in padding_bounded_batches(lengths[order], batch_size):
             members = order[members]
             batch = self.pad({name: [column[member] for member in members] for name, column in encoded.items()})
-            batches.append((rows[members], batch))
+            batches.append((owners[members], batch))
         return batches
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
@@ -226,6 +264,22 @@ class Classifier:
             )
             batch[name] = torch.from_numpy(array)
         return batch
+
+
+def set_pad_token(tokenizer: PreTrainedTokenizerBase, network, model_dir: Path) -> None:
+    """A batch of texts needs a pad token, and a decoder its id in the config to find each row's last real token.
+    A model trained here has both; another one (a decoder's classifier from elsewhere) pads with its eos token."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise UserError(
+            f"{model_dir}: the tokenizer has neither a pad token nor an eos token to pad with, so texts of different "
+            "lengths cannot share a batch. Set pad_token in tokenizer_config.json (and pad_token_id in config.json), "
+            "or train the model with finetune train, which adds one."
+        )
+    config = network.config
+    if getattr(config, "model_type", None) != "textcnn" and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def padding_bounded_batches(sorted_lengths: np.ndarray, batch_size: int) -> list[slice]:
@@ -301,6 +355,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="tokens kept per text (default: the run's max_length, else the tokenizer's, at most 512)",
     )
+    parser.add_argument(
+        "--long_text",
+        choices=("truncate", "windows"),
+        help="a text longer than max_length: truncate it, or read it whole in overlapping windows whose logits "
+        "are averaged (multi-label: their maximum). Default: the run's long_text",
+    )
+    parser.add_argument(
+        "--window_stride", type=int, help="windows: tokens consecutive windows share (default: the run's)"
+    )
     parser.add_argument("--text_column", help="column holding the text (default: the run's, else 'text')")
     parser.add_argument("--text_pair_column", help="second text column of a sentence-pair model (default: the run's)")
 
@@ -338,33 +401,49 @@ def main(argv: list[str] | None = None) -> int:
         writable_file(args.output)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
-    classifier = Classifier.load(args.model, args.device, args.max_length)
+    shards = Shards(args.device)  # under accelerate launch: this process's share of the chunks (finetune/shards.py)
+    shards.check_input(args.input)
+    classifier = Classifier.load(
+        args.model, args.device or shards.device, args.max_length, args.long_text, args.window_stride
+    )
     text_column = args.text_column or classifier.text_column
     pair_column = args.text_pair_column or classifier.text_pair_column
     text_columns = [text_column, pair_column] if pair_column else [text_column]
     started, count = time.monotonic(), 0
-    writer = RowWriter(args.output)
+    writer = RowWriter(args.output) if shards.is_main else None
     complete = False
     try:
-        with tqdm(unit="text", disable=args.input == "-", file=sys.stderr) as bar:
-            for records in chunks(read_texts(args.input, text_columns, args.input_format)):
-                texts = [record[text_column] for record in records]
-                pairs = [record[pair_column] for record in records] if pair_column else None
-                probabilities = classifier.probabilities(texts, pairs, args.batch_size)
-                added, predictions = prediction_columns(
-                    probabilities, classifier.id2label, args.top_k, classifier.threshold
-                )
-                writer.write(merge_rows(records, predictions, added))
-                count += len(records)
-                bar.update(len(records))
+        with tqdm(unit="text", disable=args.input == "-" or not shards.is_main, file=sys.stderr) as bar:
+            for group, records in shards.rounds(chunks(read_texts(args.input, text_columns, args.input_format))):
+                probabilities = None
+                if records:
+                    texts = [record[text_column] for record in records]
+                    pairs = [record[pair_column] for record in records] if pair_column else None
+                    probabilities = classifier.probabilities(texts, pairs, args.batch_size)
+                gathered = shards.gather(probabilities)
+                if writer is not None:
+                    for chunk, chunk_probabilities in zip(group, gathered, strict=False):
+                        added, predictions = prediction_columns(
+                            chunk_probabilities, classifier.id2label, args.top_k, classifier.threshold
+                        )
+                        writer.write(merge_rows(chunk, predictions, added))
+                        bar.update(len(chunk))
+                count += sum(map(len, group))
         if not count:
             raise UserError(f"{args.input} holds no texts.")
         complete = True
     finally:
-        writer.close(complete)
-    seconds = time.monotonic() - started
-    where = f" to {args.output}" if args.output and args.output != "-" else ""
-    print(f"predicted {count} rows{where} in {seconds:.1f} s ({count / seconds:.0f} rows/s)", file=sys.stderr)
+        if writer is not None:
+            writer.close(complete)
+    shards.close()
+    if shards.is_main:
+        seconds = time.monotonic() - started
+        where = f" to {args.output}" if args.output and args.output != "-" else ""
+        processes = f" by {shards.size} processes" if shards.size > 1 else ""
+        print(
+            f"predicted {count} rows{where}{processes} in {seconds:.1f} s ({count / seconds:.0f} rows/s)",
+            file=sys.stderr,
+        )
     return 0
 
 

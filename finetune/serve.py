@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise UserError("finetune serve needs fastapi and uvicorn (pip install 'finetune[deploy]').") from None
     listener = listen(args.host, args.port)
-    classifier = Classifier.load(args.model, args.device, args.max_length)
+    classifier = Classifier.load(args.model, args.device, args.max_length, args.long_text, args.window_stride)
     classifier.text_column = args.text_column or classifier.text_column  # the field name of each text in answers
     classifier.text_pair_column = args.text_pair_column or classifier.text_pair_column
     app = make_app(classifier, args.batch_size, args.max_wait_ms, args.max_texts, args.max_body_bytes)

@@ -55,6 +55,7 @@ from finetune.data import (
 )
 from finetune.data.prepared import PreparedData, prepare_data
 from finetune.data.splits import ReleaseMappedPages
+from finetune.data.windows import sample_counts
 from finetune.embeddings import load_pretrained_embeddings, log_unknown_tokens, vectors_vocabulary
 from finetune.errors import UserError
 from finetune.files import write_json_atomically
@@ -122,8 +123,16 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
             problem_type=problem_type(raw),
             dropout=model_args.encoder_dropout,
         )
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # extend_vocabulary or [PAD] added tokens
-            model.resize_token_embeddings(len(tokenizer))
+        known = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > known:  # extend_vocabulary or [PAD] added tokens
+            try:
+                model.resize_token_embeddings(len(tokenizer))
+            except (NotImplementedError, ValueError, AttributeError) as error:
+                raise UserError(
+                    f"{model_args.model_name_or_path}: {len(tokenizer) - known} token(s) were added (extend_vocabulary, "
+                    f"or a pad token for a tokenizer without pad and eos tokens), but the model's embeddings cannot "
+                    f"grow: {error}. Give its tokenizer a pad token, or set extend_vocabulary 0."
+                ) from None
         if model.config.model_type != "textcnn":
             # A decoder finds each row's last real token by this id; its config often has none.
             model.config.pad_token_id = tokenizer.pad_token_id
@@ -134,6 +143,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
                 model_args.lora_alpha,
                 model_args.lora_dropout,
                 model_args.lora_target_modules,
+                added_tokens=list(range(known, len(tokenizer))),
             )
         return model
     config = TextCNNConfig(
@@ -365,7 +375,9 @@ def train(
     )
 
     train_result = trainer.train(resume_from_checkpoint=resume)
-    train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]), **trainer.throughput.totals)
+    train_metrics = dict(
+        train_result.metrics, **sample_counts(tokenized["train"], "train"), **trainer.throughput.totals
+    )
     if multi_label:  # before best/ is saved: the model's config keeps the threshold
         settle_threshold(trainer, tokenized["validation"], training_args.threshold)
     with stop_when_disk_full(f"writing the results and {BEST_DIR}/ in {output_dir}", "of the run"):
@@ -376,12 +388,12 @@ def train(
     if trainer.is_world_process_zero():
         logger.info("best checkpoint: %s (%s = %s) -> %s", best["checkpoint"], best["metric"], best["value"], BEST_DIR)
 
-    eval_metrics = dict(trainer.evaluate(), eval_samples=len(tokenized["validation"]))
+    eval_metrics = dict(trainer.evaluate(), **sample_counts(tokenized["validation"], "eval"))
     trainer.save_metrics("eval", eval_metrics)
     test_metrics = {}
     if "test" in tokenized:
         test_metrics = trainer.predict(tokenized["test"], metric_key_prefix="test").metrics
-        test_metrics["test_samples"] = len(tokenized["test"])
+        test_metrics.update(sample_counts(tokenized["test"], "test"))
         trainer.save_metrics("test", test_metrics)
         first = "subset_accuracy" if multi_label else "accuracy"
         logger.info(

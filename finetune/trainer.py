@@ -1,5 +1,6 @@
 """The Trainer of finetune's runs: transformers.Trainer with what a run of finetune needs on top."""
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -8,13 +9,15 @@ import datasets
 import numpy as np
 import torch
 import transformers
+from torch.utils.data import SequentialSampler
 from transformers import DefaultFlowCallback, EarlyStoppingCallback
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction
 
 from finetune.checkpoints import COMPLETE_FILE, TRAINING_ARGS_FILE, mark_complete, stop_when_disk_full
 from finetune.data import LABELS, ShuffledLengthGroupedSampler, token_lengths
 from finetune.data.sampler import column_array
+from finetune.data.windows import TEXT_INDEX, reduction, texts_of_windows
 from finetune.labels import classification_loss
 from finetune.throughput import ThroughputCallback
 
@@ -83,6 +86,61 @@ class ClassifierTrainer(transformers.Trainer):
             and callback.early_stopping_patience_counter >= callback.early_stopping_patience
             for callback in self.callback_handler.callbacks
         )
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        with self.windows_of(eval_dataset if eval_dataset is not None else self.eval_dataset):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+        with self.windows_of(test_dataset):
+            return super().predict(test_dataset, ignore_keys, metric_key_prefix)
+
+    @contextlib.contextmanager
+    def windows_of(self, dataset):
+        """While evaluating ``dataset``: the text of each of its rows when they are windows of texts (long_text:
+        windows), for evaluation_loop; else None. The Trainer drops the column before batching."""
+        windowed = isinstance(dataset, datasets.Dataset) and TEXT_INDEX in dataset.column_names
+        self.text_index = column_array(dataset, TEXT_INDEX) if windowed else None
+        try:
+            yield
+        finally:
+            self.text_index = None
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Windows: the logits must come back in the dataset's order, where text_index names each row's text (the
+        # Trainer's eval sampler groups rows by length under train_sampling_strategy group_by_length).
+        if getattr(self, "text_index", None) is not None:
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """The Trainer's loop; for windows of texts, its logits gathered into one row per text (see
+        finetune/data/windows.py), and the metrics and loss (``{prefix}_loss``) computed per text from them. The
+        loss over the windows, as training sees them, is kept as ``{prefix}_window_loss``."""
+        text_index = getattr(self, "text_index", None)
+        if text_index is None:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        compute_metrics, self.compute_metrics = self.compute_metrics, None
+        try:
+            output = super().evaluation_loop(dataloader, description, False, ignore_keys, metric_key_prefix)
+        finally:
+            self.compute_metrics = compute_metrics
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        logits, labels = texts_of_windows(logits, output.label_ids, text_index, reduction(self.multi_label))
+        metrics = dict(output.metrics)
+        metrics[f"{metric_key_prefix}_window_loss"] = metrics.pop(f"{metric_key_prefix}_loss")
+        loss = classification_loss(
+            torch.from_numpy(logits), torch.from_numpy(labels), smoothing=self.args.label_smoothing_factor
+        )
+        metrics[f"{metric_key_prefix}_loss"] = loss.item()
+        if compute_metrics is not None:
+            scores = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        return EvalLoopOutput(predictions=logits, label_ids=labels, metrics=metrics, num_samples=len(labels))
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

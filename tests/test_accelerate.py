@@ -11,6 +11,7 @@ import pytest
 from conftest import QUICK_TEXTCNN, REPO, read_jsonl
 from test_vocabulary import tiny_bert_without
 
+from finetune.rows import CHUNK_ROWS
 from finetune.train import main as train_main
 
 TRAIN_SCRIPT = str(REPO / "finetune" / "train.py")
@@ -142,3 +143,51 @@ def test_two_machines_over_loopback(data_args, tmp_path, single_process_steps):
     # as one miss and one hit; the run itself must be one DDP run written once.
     assert global_step(tmp_path / "run") * 2 == single_process_steps
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def launch_module(flags: list[str], cwd, threads: str = "1") -> subprocess.CompletedProcess:
+    """``python -m finetune ...`` as accelerate launch starts it (flags: launcher flags, -m, module, its args)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", *flags]
+    environment = dict(os.environ, OMP_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_and_evaluate_across_two_cpu_processes(data_args, reviews, tmp_path):
+    assert train_main(data_args + QUICK + ["--num_train_epochs", "1"]) == 0
+    # Three chunks (CHUNK_ROWS each but the last): two rounds of two processes, the second with one chunk.
+    rows = [dict(row, text=f"{row['text']}{index}") for index, row in enumerate(read_jsonl(reviews["test"]) * 700)]
+    assert 2 * CHUNK_ROWS < len(rows) < 3 * CHUNK_ROWS
+    source = tmp_path / "many.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    model = str(tmp_path / "run")
+    port = ["--main_process_port", str(free_port())]
+
+    def run(processes: int, *command: str) -> str:
+        launcher = ["--num_processes", str(processes), *(["--multi_gpu", *port] if processes > 1 else []), "-m"]
+        result = launch_module([*launcher, "finetune", *command, "--device", "cpu"], tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    predict = ["predict", "--model", model, "--input", str(source), "--top_k", "all"]
+    one = run(1, *predict, "--output", str(tmp_path / "one.jsonl"))
+    two = run(2, *predict, "--output", str(tmp_path / "two.jsonl"))
+    assert "by 2 processes" in two and "by 2 processes" not in one
+    # Row for row the same output: same texts in the same order, and the same probabilities to the last bit.
+    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert len(read_jsonl(tmp_path / "two.jsonl")) == len(rows)
+
+    evaluate = ["evaluate", "--model", model, "--test_file", str(source)]
+    run(1, *evaluate, "--output", str(tmp_path / "one.json"))
+    run(2, *evaluate, "--output", str(tmp_path / "two.json"))
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert two["samples"] == one["samples"] == len(rows)
+    assert two["confusion_matrix"] == one["confusion_matrix"]
+    assert two["metrics"] == pytest.approx(one["metrics"], rel=1e-12)
+
+
+def test_standard_input_is_refused_under_several_processes(data_args, tmp_path):
+    assert train_main(data_args + QUICK + ["--num_train_epochs", "1"]) == 0
+    launcher = ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "finetune"]
+    result = launch_module([*launcher, "predict", "--model", str(tmp_path / "run"), "--input", "-"], tmp_path)
+    assert result.returncode != 0
+    assert "Standard input is read by one process only" in result.stdout + result.stderr

@@ -5,6 +5,7 @@ token whichever side the padding is on."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES, pretrained_run_flags, read_jsonl
@@ -107,3 +108,35 @@ def test_a_tokenizer_without_eos_gets_an_added_pad_token(tmp_path):
     config = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))
     assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == vocabulary  # one new token, at the end
     assert config["pad_token_id"] == vocabulary and config["vocab_size"] == vocabulary + 1
+
+
+def decoder_classifier_from_elsewhere(tmp_path: Path, with_eos: bool) -> Path:
+    """A decoder's classifier not trained here: no pad token in its tokenizer, no pad_token_id in its config."""
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir = make_tiny_decoder(tmp_path / "decoder", "llama", with_eos=with_eos)
+    classifier_dir = tmp_path / "classifier"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    assert model.config.pad_token_id is None
+    model.save_pretrained(classifier_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(classifier_dir)
+    return classifier_dir
+
+
+def test_predict_pads_a_decoder_from_elsewhere_with_its_eos_token(tmp_path):
+    classifier = Classifier.load(decoder_classifier_from_elsewhere(tmp_path, with_eos=True), device="cpu")
+    assert classifier.tokenizer.pad_token == "</s>"
+    assert classifier.model.config.pad_token_id == classifier.tokenizer.eos_token_id
+    texts = [row["text"] for row in read_jsonl(FIXTURES / "reviews_test.jsonl")][:8]
+    together = classifier.probabilities(texts, batch_size=8)
+    alone = [classifier.probabilities([text])[0] for text in texts]
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-6)  # the last real token is scored, not padding
+
+
+def test_a_decoder_without_any_usable_pad_token_is_a_named_error(tmp_path, capsys):
+    from finetune.cli import main as cli_main
+
+    model = decoder_classifier_from_elsewhere(tmp_path, with_eos=False)
+    texts = str(FIXTURES / "reviews_test.jsonl")
+    assert cli_main(["predict", "--model", str(model), "--input", texts]) == 2
+    assert "neither a pad token nor an eos token" in capsys.readouterr().err

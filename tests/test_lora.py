@@ -8,6 +8,8 @@ import torch
 from conftest import FIXTURES, pretrained_run_flags, read_jsonl
 from safetensors.torch import load_file
 from test_train import make_tiny_bert
+from test_vocabulary import tiny_bert_without
+from transformers import AutoTokenizer
 
 from finetune.cli import main as cli_main
 from finetune.train import main as train_main
@@ -78,3 +80,21 @@ def test_lora_flags_on_a_textcnn_are_an_error(tmp_path, capsys):
     flags = ["--train_file", str(FIXTURES / "reviews_train.jsonl"), "--output_dir", str(tmp_path / "run")]
     assert cli_main(["train", *flags, "--lora_r", "8"]) == 2
     assert "lora_r and lora_target_modules are for model_type pretrained" in capsys.readouterr().err
+
+
+def test_lora_trains_the_embeddings_of_added_tokens(reviews, tmp_path, capsys):
+    encoder = tiny_bert_without(reviews, tmp_path / "bert")
+    known = len(AutoTokenizer.from_pretrained(encoder))
+    assert train_main([*lora_flags(encoder, tmp_path), "--extend_vocabulary", "3"]) == 0
+    assert "with the embeddings of 3 added tokens" in capsys.readouterr().out
+    best = tmp_path / "run" / "best"
+    adapter = load_file(best / "adapter" / "adapter_model.safetensors")
+    trained = [tensor for name, tensor in adapter.items() if "trainable_tokens" in name]
+    assert len(trained) == 1 and trained[0].shape[0] == 3
+    # The merged model holds the trained rows of the added tokens, the rows of the others unchanged.
+    embeddings = load_file(best / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+    assert embeddings.shape[0] == known + 3
+    assert torch.equal(embeddings[known:], trained[0])
+    original = load_file(encoder / "model.safetensors")
+    name = "embeddings.word_embeddings.weight"
+    assert torch.equal(embeddings[:known], original.get(name, original.get(f"bert.{name}")))

@@ -49,6 +49,8 @@ def explain_changes(old: dict, new: dict) -> list[str]:
         "max_length",
         "padding",
         "truncation_side",
+        "long_text",
+        "window_stride",
         "labels",
         "text_column",
         "text_pair_column",

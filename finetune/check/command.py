@@ -389,9 +389,10 @@ def quick_check(model_args, data_args, training_args, tokenizer) -> list[str]:
         report["bad_rows"] = {"rows": len(raw.bad_rows)}
     found = problems(report)
     train_lengths = report["lengths"]["splits"]["train"]
-    summary = (
-        f"{train_lengths['truncated']:.1%} of training texts longer than max_length {data_args.max_length} "
-        f"({report['lengths']['max_length_for_95_percent']} keeps 95% whole)"
+    summary = f"{train_lengths['truncated']:.1%} of training texts longer than max_length {data_args.max_length} " + (
+        "(read in windows)"
+        if data_args.long_text == "windows"
+        else f"({report['lengths']['max_length_for_95_percent']} keeps 95% whole; long_text: windows reads all)"
     )
     if not found:
         logger.info(

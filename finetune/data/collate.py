@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from finetune.data.windows import TEXT_INDEX
+
 
 @dataclass
 class ClassificationCollator:
@@ -24,6 +26,8 @@ class ClassificationCollator:
         self.pad = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if features and TEXT_INDEX in features[0]:  # a window's text (long_text: windows) is not a model input
+            features = [{name: value for name, value in feature.items() if name != TEXT_INDEX} for feature in features]
         multi_hot = None
         if self.num_labels and features and isinstance(features[0].get("labels"), list):
             multi_hot = torch.zeros(len(features), self.num_labels)

@@ -7,7 +7,7 @@ Two keys, both hashes of JSON documents:
   the package version. A hit loads the tokenizer and the tokenized splits without reading the files.
 - the fingerprint of a tokenized split (``split_inputs``): the content hash of its file, which rows of it the
   split holds, the label list, the tokenizer's identity (the hash of its full definition), max_length, padding,
-  truncation side, the columns and the package version. Files with the same bytes share the entry.
+  truncation side, the windows' stride (long_text: windows), the columns and the package version. Files with the same bytes share the entry.
 ``describe_inputs`` adds what a reader needs (the file's path, the tokenizer's name and size) to a split's inputs
 for its manifest; it adds nothing to the key.
 """
@@ -164,6 +164,12 @@ def split_inputs(
         "max_length": data_args.max_length,
         "padding": data_args.padding,
         "truncation_side": data_args.truncation_side,
+        # Only with windows: the fingerprints of truncated splits stay what they were before windows existed.
+        **(
+            {"long_text": "windows", "window_stride": data_args.window_stride}
+            if data_args.long_text == "windows"
+            else {}
+        ),
         "text_column": data_args.text_column,
         "text_pair_column": data_args.text_pair_column,
         "label_column": data_args.label_column,

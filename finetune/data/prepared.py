@@ -23,6 +23,7 @@ from finetune.config import DataArguments, ModelArguments
 from finetune.data import keys
 from finetune.data.splits import LABELS, RawData, load_raw_splits, release_mapped_pages
 from finetune.data.tokenize import tokenize_splits
+from finetune.data.windows import sample_counts
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def load_prepared(cache_dir: Path, key: str) -> PreparedData | None:
     )
     for split, entry in index["splits"].items():
         logger.info("%s: cache hit %s (prepared data)", split, entry)
-        logger.info("%s: %d rows; tokenizer calls in this process: 0", split, len(splits[split]))
+        counts = sample_counts(splits[split], split)
+        windows = f" in {counts[f'{split}_windows']} windows" if f"{split}_windows" in counts else ""
+        logger.info("%s: %d rows%s; tokenizer calls in this process: 0", split, counts[f"{split}_samples"], windows)
     if bad_rows:
         logger.warning("%d bad row(s) were left out of these files (bad_rows: skip)", len(bad_rows))
     return PreparedData(splits, labels, bad_rows, tokenizer=tokenizer, hit=True)

@@ -23,6 +23,8 @@ from finetune import cache
 from finetune.config import DataArguments
 from finetune.data import keys
 from finetune.data.splits import LABELS, RawData, release_mapped_pages
+from finetune.data.windows import TEXT_INDEX, check_window_stride, window_owners
+from finetune.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +51,58 @@ def encode(
     ``names`` picks the inputs returned (default: all the model takes).
     """
     names = names or tokenizer.model_input_names
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
+    encodings = backend_encodings(tokenizer, texts, pairs, max_length, names)
+    if encodings is None:
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
         return {name: encoded[name] for name in names if name in encoded}
+    return {name: [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings] for name in names}
+
+
+def encode_windows(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    stride: int,
+    names: list[str] | None = None,
+) -> tuple[dict[str, list[list[int]]], np.ndarray]:
+    """Every window of max_length tokens of each text, consecutive ones sharing ``stride`` tokens (see
+    finetune/data/windows.py), not padded; and for each window the index of its text in ``texts``."""
+    names = names or tokenizer.model_input_names
+    encodings = backend_encodings(tokenizer, texts, None, max_length, names, stride)
+    if encodings is None:
+        raise UserError(
+            f"long_text: windows needs a fast tokenizer (the Rust tokenizers backend); {type(tokenizer).__name__} "
+            "is not one. Use long_text: truncate with this model."
+        )
+    windows, owners = window_owners(encodings)
+    return {name: [getattr(window, ENCODING_FIELDS[name]) for window in windows] for name in names}, owners
+
+
+def backend_encodings(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    names: list[str],
+    stride: int = 0,
+) -> list[tokenizers.Encoding] | None:
+    """The fast tokenizer's encodings, truncated to max_length (the rest in each one's ``overflowing``, windows
+    sharing ``stride`` tokens), not padded; None for a tokenizer without the Rust backend or for inputs that it
+    does not hold."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if not isinstance(backend, tokenizers.Tokenizer) or not set(names) <= set(ENCODING_FIELDS):
+        return None
     tokenizer.set_truncation_and_padding(
         padding_strategy=PaddingStrategy.DO_NOT_PAD,
         truncation_strategy=TruncationStrategy.LONGEST_FIRST,
         max_length=max_length,
-        stride=0,
+        stride=stride,
         pad_to_multiple_of=None,
         padding_side=None,
     )
     if backend.encode_special_tokens != tokenizer.split_special_tokens:
         backend.encode_special_tokens = tokenizer.split_special_tokens
-    encodings = backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
-    return {name: [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings] for name in names}
+    return backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
 
 
 def list_array(rows: list[list[int]], dtype: str) -> pa.ListArray:
@@ -76,24 +114,37 @@ def list_array(rows: list[list[int]], dtype: str) -> pa.ListArray:
 
 
 def unpadded_columns(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
-) -> dict[str, pa.ListArray]:
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    stride: int | None = None,
+) -> tuple[dict[str, pa.ListArray], np.ndarray | None]:
     """The model inputs of each text as Arrow list columns, not padded: the attention mask is all ones, so it is
-    made from the token ids' offsets instead of being read out of every encoding."""
+    made from the token ids' offsets instead of being read out of every encoding. With a ``stride``, a row per
+    window of each text (long_text: windows), and each window's text index; else None for them."""
     names = tokenizer.model_input_names
-    encoded = encode(tokenizer, texts, pairs, max_length, [name for name in names if name != "attention_mask"])
+    unmasked = [name for name in names if name != "attention_mask"]
+    if stride is None:
+        encoded, owners = encode(tokenizer, texts, pairs, max_length, unmasked), None
+    else:
+        encoded, owners = encode_windows(tokenizer, texts, max_length, stride, unmasked)
     columns = {name: list_array(rows, STORED_TYPES[name]) for name, rows in encoded.items()}
     if "attention_mask" in names:
         ids = columns["input_ids"]
         columns["attention_mask"] = pa.ListArray.from_arrays(ids.offsets, pa.array(np.ones(len(ids.values), np.int8)))
-    return {name: columns[name] for name in names}
+    return {name: columns[name] for name in names}, owners
 
 
-def split_features(tokenizer: PreTrainedTokenizerBase, label_list: list, multi_label: bool = False) -> Features:
-    """Token columns, and label ids: one a row, or a list of them for multi-label data (multi-hot in the collator)."""
+def split_features(
+    tokenizer: PreTrainedTokenizerBase, label_list: list, multi_label: bool = False, windows: bool = False
+) -> Features:
+    """Token columns, and label ids: one a row, or a list of them for multi-label data (multi-hot in the collator);
+    with ``windows``, each window's text index too."""
     columns = {name: List(Value(STORED_TYPES[name])) for name in tokenizer.model_input_names}
     labels = ClassLabel(names=[str(label) for label in label_list])
-    return Features({**columns, LABELS: List(labels) if multi_label else labels})
+    features = {**columns, LABELS: List(labels) if multi_label else labels}
+    return Features({**features, TEXT_INDEX: Value("int64")} if windows else features)
 
 
 def tokenize_splits(
@@ -115,22 +166,32 @@ def tokenize_splits(
     """
     tokenizer.truncation_side = data_args.truncation_side
     text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
-    features = split_features(tokenizer, raw.label_list, raw.multi_label)
+    windows = data_args.long_text == "windows"
+    if windows:
+        check_window_stride(tokenizer, data_args.max_length, data_args.window_stride)
+    stride = data_args.window_stride if windows else None
+    features = split_features(tokenizer, raw.label_list, raw.multi_label, windows)
     tokenizer_calls = 0  # counted in this process; worker processes (preprocessing_num_workers) count apart
     if files is None and not data_args.dataset_name:
         files = keys.hash_files(data_args)
 
-    def tokenize(batch: pa.Table, split: str) -> pa.Table:
+    def tokenize(batch: pa.Table, indices: list[int], split: str) -> pa.Table:
         nonlocal tokenizer_calls
         tokenizer_calls += 1
         texts = batch.column(text_columns[0]).to_pylist()
         pairs = batch.column(text_columns[1]).to_pylist() if len(text_columns) > 1 else None
+        owners = None
         if data_args.padding == "max_length":
             encoded = tokenizer(texts, pairs, truncation=True, max_length=data_args.max_length, padding="max_length")
             columns = {name: list_array(encoded[name], STORED_TYPES[name]) for name in tokenizer.model_input_names}
         else:
-            columns = unpadded_columns(tokenizer, texts, pairs, data_args.max_length)
-        columns[LABELS] = raw.label_ids(split, batch.column(raw.label_column))
+            columns, owners = unpadded_columns(tokenizer, texts, pairs, data_args.max_length, stride)
+        labels = raw.label_ids(split, batch.column(raw.label_column))
+        if owners is None:
+            columns[LABELS] = labels
+        else:  # a row per window, with its text's label and index in the split
+            columns[LABELS] = labels.take(pa.array(owners))
+            columns[TEXT_INDEX] = pa.array(np.asarray(indices, dtype=np.int64)[owners])
         if tokenizer_calls % RELEASE_EVERY == 0 and raw.folder is not None:
             release_mapped_pages(raw.folder)
         return pa.table(columns)
@@ -160,6 +221,7 @@ def tokenize_splits(
             .map(
                 tokenize,
                 batched=True,
+                with_indices=True,
                 batch_size=MAP_BATCH_ROWS,
                 fn_kwargs={"split": split},
                 remove_columns=dataset.column_names,
@@ -177,9 +239,10 @@ def tokenize_splits(
         if not (hit and cache.record_use(cache_dir, key, readable["data_file"])):  # new, or without a manifest
             cache.write_manifest(cache_dir, key, split, readable, tokenizer, tokenized[split])
         logger.info(
-            "%s: %d rows; tokenizer calls in this process: %d",
+            "%s: %d rows%s; tokenizer calls in this process: %d",
             split,
-            len(tokenized[split]),
+            len(dataset),
+            f" in {len(tokenized[split])} windows" if windows else "",
             tokenizer_calls - calls_before,
         )
     return DatasetDict(tokenized)

@@ -68,14 +68,27 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
 ADAPTER_DIR = "adapter"  # in best/: the LoRA adapter alone, beside the merged model
 
 
-def with_lora(model: PreTrainedModel, rank: int, alpha: int, dropout: float, target_modules: list[str] | None):
-    """The model with LoRA adapters (peft), only they and the classification head trainable."""
+def with_lora(
+    model: PreTrainedModel,
+    rank: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | None,
+    added_tokens: list[int] | None = None,
+):
+    """The model with LoRA adapters (peft), only they and the classification head trainable, and the embeddings
+    of ``added_tokens`` (extend_vocabulary, an added [PAD]): new tokens start untrained and must learn."""
     try:
         from peft import LoraConfig, TaskType, get_peft_model
     except ImportError:
         raise UserError("lora_r needs peft: pip install 'finetune[lora]' (or pip install peft).") from None
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+        task_type=TaskType.SEQ_CLS,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        trainable_token_indices=added_tokens or None,
     )
     try:
         lora = get_peft_model(model, config)
@@ -83,11 +96,12 @@ def with_lora(model: PreTrainedModel, rank: int, alpha: int, dropout: float, tar
         raise UserError(f"LoRA: {error}") from None
     trainable, total = lora.get_nb_trainable_parameters()
     logger.info(
-        "LoRA rank %d: %s of %s parameters trainable (%.2f%%)",
+        "LoRA rank %d: %s of %s parameters trainable (%.2f%%)%s",
         rank,
         f"{trainable:,}",
         f"{total:,}",
         100 * trainable / total,
+        f", with the embeddings of {len(added_tokens):,} added tokens" if added_tokens else "",
     )
     return lora
 
