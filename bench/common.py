@@ -14,6 +14,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -149,3 +150,21 @@ def add_output_argument(parser) -> None:
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def logged_process(command: list[str], log_path: Path) -> dict:
+    """Runs ``command`` in the repository, offline, its output into ``log_path``; its wall seconds and peak RSS
+    (ru_maxrss from wait4: the process and the children it waited for). A failure exits with the log's tail."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, **OFFLINE), stdout=log, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise SystemExit(f"{' '.join(map(str, command))} failed ({log_path}):\n{tail}")
+    peak = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 2**10  # kB on Linux
+    return {"wall_seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak, 1)}

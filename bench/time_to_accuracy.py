@@ -34,16 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
-from common import REPO, add_output_argument, write_result
+from common import REPO, add_output_argument, logged_process, write_result
 
 MODELS = {
     "textcnn": {"config": "configs/textcnn.yaml", "eval_steps": 20, "flags": ["--max_eval_samples", "1000"]},
@@ -91,7 +88,6 @@ STEP_SETTINGS = {
 }
 STEPS = {"textcnn": 60, "minilm": 20}
 LOGGING_STEPS = {"textcnn": 10, "minilm": 4}
-ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def config_without_early_stopping(model: str, folder: Path) -> Path:
@@ -123,15 +119,7 @@ def train_process(config: Path, output_dir: Path, flags: list[str]) -> dict:
     command = [sys.executable, str(REPO / "finetune" / "train.py"), "--config", str(config)]
     command += ["--output_dir", str(output_dir), "--overwrite_output_dir", "true", "--disable_tqdm", "true"]
     command += ["--test_file", "", "--report_to", "none", *flags]
-    log_path = output_dir.with_suffix(".log")
-    start = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, **ENVIRONMENT), stdout=log, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(command)} failed:\n{tail}")
-    return {"wall_seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return logged_process(command, output_dir.with_suffix(".log"))
 
 
 def curve(run: dict) -> list[dict]:
