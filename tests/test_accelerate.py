@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import QUICK_TEXTCNN, REPO, read_jsonl
+from test_multilabel import topics  # noqa: F401  (a fixture)
 from test_vocabulary import tiny_bert_without
 
 from finetune.rows import CHUNK_ROWS
@@ -191,3 +192,31 @@ def test_standard_input_is_refused_under_several_processes(data_args, tmp_path):
     result = launch_module([*launcher, "predict", "--model", str(tmp_path / "run"), "--input", "-"], tmp_path)
     assert result.returncode != 0
     assert "Standard input is read by one process only" in result.stdout + result.stderr
+
+
+def test_multi_label_evaluate_across_two_cpu_processes(topics, tmp_path):  # noqa: F811
+    from test_multilabel import QUICK as MULTI_LABEL_QUICK
+    from test_multilabel import run_flags
+
+    assert train_main(run_flags(topics, tmp_path) + MULTI_LABEL_QUICK + ["--num_train_epochs", "1"]) == 0
+    rows = read_jsonl(topics["test"]) * (CHUNK_ROWS // 60 + 1)  # two chunks: one for each process
+    source = tmp_path / "many.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    evaluate = [
+        "finetune",
+        "evaluate",
+        "--model",
+        str(tmp_path / "run"),
+        "--test_file",
+        str(source),
+        "--device",
+        "cpu",
+    ]
+    one = launch_module(["--num_processes", "1", "-m", *evaluate, "--output", str(tmp_path / "one.json")], tmp_path)
+    launcher = ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()), "-m"]
+    two = launch_module([*launcher, *evaluate, "--output", str(tmp_path / "two.json")], tmp_path)
+    assert one.returncode == two.returncode == 0, two.stdout + two.stderr
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert two["samples"] == one["samples"] == len(rows)
+    assert two["per_class"] == one["per_class"]
+    assert two["metrics"] == pytest.approx(one["metrics"], rel=1e-12)
