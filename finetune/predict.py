@@ -39,7 +39,7 @@ from finetune.files import writable_file
 from finetune.metrics import DEFAULT_THRESHOLD
 from finetune.models.bert import check_max_length
 from finetune.onnx_model import OnnxClassifier, is_export_dir
-from finetune.rows import RowWriter, chunks, merge_rows, output_format, read_texts
+from finetune.rows import RowWriter, chunks, merge_rows, output_format, parse_top_k, prediction_columns, read_texts
 from finetune.shards import Shards
 
 # Texts are sorted by character length, then tokenized in groups of this many batches, each group sorted by
@@ -299,45 +299,6 @@ def padding_bounded_batches(sorted_lengths: np.ndarray, batch_size: int) -> list
     if start < len(sorted_lengths):
         runs.append(slice(start, len(sorted_lengths)))
     return runs
-
-
-def prediction_columns(
-    probabilities: np.ndarray, id2label: dict[int, str], top_k: int = 1, threshold: float | None = None
-) -> tuple[list[str], list[dict]]:
-    """The columns prediction adds to each row: label and score, or with a multi-label ``threshold`` labels and
-    scores (every label over it, most likely first); plus top_k (``top_k`` > 1) or probabilities (0)."""
-    names = ["label", "score"] if threshold is None else ["labels", "scores"]
-    names += ["probabilities"] if top_k == 0 else ["top_k"] if top_k > 1 else []
-    columns = []
-    for row in probabilities:
-        if threshold is None:
-            best = int(row.argmax())
-            values = {"label": id2label[best], "score": float(row[best])}
-        else:
-            chosen = [int(index) for index in np.argsort(-row, kind="stable") if row[index] > threshold]
-            values = {
-                "labels": [id2label[index] for index in chosen],
-                "scores": [float(row[index]) for index in chosen],
-            }
-        if top_k == 0:
-            values["probabilities"] = {id2label[index]: float(p) for index, p in enumerate(row)}
-        elif top_k > 1:
-            ranked = np.argsort(-row, kind="stable")[:top_k]
-            values["top_k"] = [{"label": id2label[int(index)], "score": float(row[index])} for index in ranked]
-        columns.append(values)
-    return names, columns
-
-
-def parse_top_k(value: str) -> int:
-    if value == "all":
-        return 0
-    try:
-        top_k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
-    if top_k < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {top_k}")
-    return top_k
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

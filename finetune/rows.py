@@ -1,9 +1,10 @@
 """Rows in and out of ``finetune predict`` and ``finetune evaluate``: the texts to classify, read from a file or
-standard input and handed over in chunks, and the output rows (input columns plus prediction columns) written as
-jsonl, csv or tsv."""
+standard input and handed over in chunks, the prediction columns made from probabilities (also ``finetune
+serve``'s), and the output rows (input columns plus prediction columns) written as jsonl, csv or tsv."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 import json
@@ -13,6 +14,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from finetune.data.readers import BadRows, file_format, iter_lines, iter_records, numbered_lines, records_from_lines
 from finetune.errors import UserError
@@ -175,3 +178,42 @@ class RowWriter:
             self.partial.replace(self.target)
         else:
             self.partial.unlink(missing_ok=True)
+
+
+def prediction_columns(
+    probabilities: np.ndarray, id2label: dict[int, str], top_k: int = 1, threshold: float | None = None
+) -> tuple[list[str], list[dict]]:
+    """The columns prediction adds to each row: label and score, or with a multi-label ``threshold`` labels and
+    scores (every label over it, most likely first); plus top_k (``top_k`` > 1) or probabilities (0)."""
+    names = ["label", "score"] if threshold is None else ["labels", "scores"]
+    names += ["probabilities"] if top_k == 0 else ["top_k"] if top_k > 1 else []
+    columns = []
+    for row in probabilities:
+        if threshold is None:
+            best = int(row.argmax())
+            values = {"label": id2label[best], "score": float(row[best])}
+        else:
+            chosen = [int(index) for index in np.argsort(-row, kind="stable") if row[index] > threshold]
+            values = {
+                "labels": [id2label[index] for index in chosen],
+                "scores": [float(row[index]) for index in chosen],
+            }
+        if top_k == 0:
+            values["probabilities"] = {id2label[index]: float(p) for index, p in enumerate(row)}
+        elif top_k > 1:
+            ranked = np.argsort(-row, kind="stable")[:top_k]
+            values["top_k"] = [{"label": id2label[int(index)], "score": float(row[index])} for index in ranked]
+        columns.append(values)
+    return names, columns
+
+
+def parse_top_k(value: str) -> int:
+    if value == "all":
+        return 0
+    try:
+        top_k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
+    if top_k < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {top_k}")
+    return top_k

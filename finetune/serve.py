@@ -29,8 +29,8 @@ from importlib import resources
 import numpy as np
 
 from finetune.errors import UserError
-from finetune.predict import Classifier, parse_top_k, prediction_columns
-from finetune.rows import merge_rows
+from finetune.predict import Classifier
+from finetune.rows import merge_rows, parse_top_k, prediction_columns
 
 MAX_TEXTS = 1024
 MAX_BODY_BYTES = 4_000_000
