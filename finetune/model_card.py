@@ -70,14 +70,15 @@ def without_package_lines(best_dir: Path) -> list[str]:
     """How to load a TextCNN where this package is not installed: its code is saved beside the weights."""
     return [
         "Without the finetune package (transformers and torch only), the model's code comes from `textcnn.py` "
-        "beside the weights, which `trust_remote_code=True` runs: read it first when the folder comes from "
-        "someone else.",
+        "beside the weights. transformers runs it only when you allow it with `trust_remote_code`, which is off "
+        "by default: read the file first, and allow it only for a folder you trust.",
         "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
         "",
-        f'model = AutoModelForSequenceClassification.from_pretrained("{best_dir}", trust_remote_code=True)',
-        f'tokenizer = AutoTokenizer.from_pretrained("{best_dir}", trust_remote_code=True)',
+        "allow_code = False  # True once you have read textcnn.py in the folder",
+        f'model = AutoModelForSequenceClassification.from_pretrained("{best_dir}", trust_remote_code=allow_code)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{best_dir}", trust_remote_code=allow_code)',
         'classifier = pipeline("text-classification", model=model, tokenizer=tokenizer)',
         "```",
         "",
