@@ -31,10 +31,10 @@ import torch  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed  # noqa: E402
 
+from finetune.build import build_model, build_tokenizer  # noqa: E402
 from finetune.config import DataArguments, ModelArguments, TrainingArguments  # noqa: E402
 from finetune.data.prepared import PreparedData, prepare_data  # noqa: E402
 from finetune.parsing import parse_args  # noqa: E402
-from finetune.train import build_model, build_tokenizer  # noqa: E402
 
 # The libraries whose versions a result records.
 LIBRARIES = (

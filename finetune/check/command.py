@@ -83,7 +83,7 @@ def read_arguments(config: str, train_flags: list[str]):
 
 
 def load_tokenizer(model_args, data_args, raw):
-    from finetune.train import build_tokenizer
+    from finetune.build import build_tokenizer
 
     return build_tokenizer(model_args, data_args, raw)
 
