@@ -350,7 +350,9 @@ class DataArguments:
             raise UserError("window_stride is for long_text: windows; set long_text: windows too, or drop it.")
         if self.long_text == "windows":
             if self.window_stride is None:
-                self.window_stride = self.max_length // 4
+                from finetune.data.windows import default_window_stride  # the data package imports this module
+
+                self.window_stride = default_window_stride(self.max_length)
             if not 0 <= self.window_stride < self.max_length:
                 raise UserError(
                     f"window_stride {self.window_stride} must be at least 0 and smaller than max_length "

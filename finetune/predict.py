@@ -33,7 +33,7 @@ import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
 from finetune.data import FORMATS, encode
 from finetune.data.tokenize import encode_windows
-from finetune.data.windows import TextLogits, check_window_stride, reduction
+from finetune.data.windows import TextLogits, check_window_stride, default_window_stride, reduction
 from finetune.errors import UserError
 from finetune.files import writable_file
 from finetune.metrics import DEFAULT_THRESHOLD
@@ -82,9 +82,8 @@ class Classifier:
     label_column: str = "label"
     label_separator: str | None = None  # multi-label runs trained on labels split on it
     pad_to_multiple_of: int | None = None  # as in training: few distinct tensor shapes keep the heap from fragmenting
-    window_stride: int | None = (
-        None  # long_text windows: every window of a text, sharing this many tokens; None: truncate
-    )
+    # long_text windows: every window of a text, consecutive ones sharing this many tokens; None: truncate
+    window_stride: int | None = None
 
     @classmethod
     def load(
@@ -138,7 +137,7 @@ class Classifier:
             if window_stride is None:
                 same_length = max_length == data.get("max_length")
                 window_stride = data.get("window_stride") if same_length else None
-                window_stride = max_length // 4 if window_stride is None else window_stride
+                window_stride = default_window_stride(max_length) if window_stride is None else window_stride
             check_window_stride(tokenizer, max_length, window_stride, "--window_stride")
         return cls(
             model=network.to(torch_device).eval(),

@@ -19,6 +19,11 @@ TEXT_INDEX = "text_index"  # the column of a windowed split naming each window's
 REDUCTIONS = ("mean", "max")
 
 
+def default_window_stride(max_length: int) -> int:
+    """The window_stride when none is given: consecutive windows share a quarter of max_length."""
+    return max_length // 4
+
+
 def check_window_stride(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, name: str = "window_stride"):
     """Exits with a named error when windows of ``max_length`` tokens cannot share ``stride`` of them: a window
     holds max_length less the model's special tokens ([CLS] and [SEP] for BERT) of the text."""
