@@ -36,7 +36,7 @@ from pathlib import Path
 
 from finetune.errors import UserError
 from finetune.search_results import finish
-from finetune.search_space import Spec, encode, load_space, param_flags
+from finetune.search_space import Spec, check_pairs, encode, load_space, param_flags
 
 logger = logging.getLogger("finetune")
 
@@ -267,6 +267,7 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
             raise UserError(f"{where}: {value!r} is not a value finetune train takes.") from None
 
     space = load_space(str(space_path), check_value)
+    check_pairs(str(space_path), space, lambda values: search.arguments(values, search_dir / "trial-check"))
     if "label_smoothing_factor" in space and metric == "eval_loss":
         raise UserError(
             f"Search space {space_path}: label_smoothing_factor changes eval_loss itself (the smoothed loss is "

@@ -95,6 +95,24 @@ def load_space(path: str, check_value) -> dict[str, Spec]:
     return space
 
 
+def check_pairs(path: str, space: dict[str, Spec], check_values) -> None:
+    """Every two keys of the space together, at their choices and the ends of their ranges, must be values
+    ``finetune train`` takes (``max_length`` 128 and ``window_stride`` 160 each pass alone, not together), so that
+    no trial fails on a refused combination hours into a search. ``check_values(values)`` raises a UserError."""
+    names = list(space)
+    for first, name in enumerate(names):
+        for other in names[first + 1 :]:
+            for value in space[name].extremes():
+                for other_value in space[other].extremes():
+                    try:
+                        check_values({name: value, other: other_value})
+                    except UserError as error:
+                        raise UserError(
+                            f"Search space {path}: {name} {value!r} with {other} {other_value!r} is refused "
+                            f"(a trial may draw both): {error}"
+                        ) from None
+
+
 def param_flags(params: dict) -> list[str]:
     flags = []
     for name, value in params.items():

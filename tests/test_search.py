@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, sentence_pair_files
 
 from finetune.cli import main as cli_main
 from finetune.parsing import parse_args
@@ -222,3 +222,39 @@ def test_a_bad_search_space_exits_2_naming_the_key(space, message, config, tmp_p
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not (tmp_path / "search" / "study.db").exists()  # refused before any trial
+
+
+@pytest.mark.parametrize("name", ["textcnn", "bert"])
+def test_the_shipped_search_spaces_pass_the_checks_with_their_configs(name, reviews, tmp_path):
+    from finetune.search import make_parser, prepare
+
+    files = [item for split, path in reviews.items() for item in (f"--{split}_file", str(path))]
+    args, flags = make_parser().parse_known_args(
+        ["--config", str(REPO / "configs" / f"{name}.yaml"), "--search_dir", str(tmp_path / "search"), *files]
+    )
+    search, space = prepare(args, flags)
+    shipped = yaml.safe_load((REPO / "configs" / "search" / f"{name}.yaml").read_text(encoding="utf-8"))
+    assert sorted(space) == sorted(shipped) and search.metric == "eval_loss" and not search.greater_is_better
+
+
+def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(reviews, tmp_path, capsys):
+    pairs = sentence_pair_files(reviews, tmp_path)
+    values = {f"{split}_file": str(path) for split, path in pairs.items()}
+    values.update(text_column="first", text_pair_column="second", output_dir=str(tmp_path / "run"))
+    config = tmp_path / "pairs.yaml"
+    config.write_text(yaml.safe_dump(values), encoding="utf-8")
+    space = write_space(tmp_path, {"long_text": ["truncate", "windows"]})
+    assert cli_main(["search", *search_command(config, space, tmp_path / "search")]) == 2
+    error = capsys.readouterr().err
+    assert "long_text: 'windows' is refused" in error and "text pair" in error and "Traceback" not in error
+    assert not (tmp_path / "search" / "study.db").exists()
+
+
+def test_two_space_keys_refused_together_exit_2_before_any_trial(config, tmp_path, capsys):
+    values = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**values, "long_text": "windows", "max_length": 64}), encoding="utf-8")
+    space = write_space(tmp_path, {"max_length": [16, 64], "window_stride": [8, 20]})  # each passes alone
+    assert cli_main(["search", *search_command(config, space, tmp_path / "search")]) == 2
+    error = capsys.readouterr().err
+    assert "max_length 16 with window_stride 20 is refused" in error and "Traceback" not in error
+    assert not (tmp_path / "search" / "study.db").exists()
