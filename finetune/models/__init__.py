@@ -7,7 +7,7 @@ from finetune.models.textcnn import TextCNNConfig, TextCNNForSequenceClassificat
 AutoConfig.register(TextCNNConfig.model_type, TextCNNConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(TextCNNConfig, TextCNNForSequenceClassification, exist_ok=True)
 # save_pretrained then writes textcnn.py beside the weights and an auto_map into config.json, so that a saved TextCNN
-# loads without this package: from_pretrained(path, trust_remote_code=True).
+# loads without this package, once its reader has read textcnn.py and turned trust_remote_code on (docs/using.md).
 TextCNNConfig.register_for_auto_class()
 TextCNNForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
