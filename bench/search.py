@@ -10,8 +10,10 @@ For each corpus (the demo, and the two tasks of the shopping corpus in ../shared
    with `finetune evaluate`;
 3. the TF-IDF baseline of the same splits (search.json's, fitted once by the search).
 
-Prints one JSON object: per corpus the budget, seconds, the winner's params, and test accuracy mean ± std over 3
-seeds for the winner and the shipped config, beside the baseline's.
+Prints one JSON object: per corpus the budget, seconds, the winner's params, and test accuracy and test loss
+(cross-entropy without label smoothing) mean ± std over 3 seeds for the winner and the shipped config, beside the
+baseline's accuracy. Given a --work_dir that holds a finished search, the search is not run again (its
+search_seconds is null; trial_seconds sums the trials' own) and the runs are scored again.
 
     python bench/search.py --corpora demo --n_trials 8 --output bench/results/search.json
     python bench/search.py --tiny     # the fixture, two trials: checks the script, measures nothing
@@ -44,10 +46,11 @@ def finetune(*arguments: str, log: Path) -> None:
         )
 
 
-def test_accuracy(model_dir: Path, test_file: Path, log: Path) -> float:
+def test_scores(model_dir: Path, test_file: Path, log: Path) -> dict:
+    """Accuracy and loss (cross-entropy without label smoothing) on the test split, from `finetune evaluate`."""
     output = model_dir / "bench_test.json"
     finetune("evaluate", "--model", str(model_dir), "--test_file", str(test_file), "--output", str(output), log=log)
-    return json.loads(output.read_text(encoding="utf-8"))["metrics"]["accuracy"]
+    return json.loads(output.read_text(encoding="utf-8"))["metrics"]
 
 
 def spread(values: list[float]) -> dict:
@@ -90,6 +93,8 @@ def run_corpus(name: str, args: argparse.Namespace, work: Path) -> dict:
     data_flags += TINY if args.tiny else []
     search_dir = work / name / "search"
     log = work / f"{name}.log"
+    previous = search_dir / "search.json"  # a finished search in --work_dir is scored again, not run again
+    resumed = previous.is_file() and json.loads(previous.read_text(encoding="utf-8"))["n_trials"] >= args.n_trials
     started = time.monotonic()
     space = capped_space(args.space, args.max_epochs, work / "space.yaml")
     command = ["search", "--config", str(REPO / "configs" / "textcnn.yaml"), "--search_space", str(space)]
@@ -116,20 +121,25 @@ def run_corpus(name: str, args: argparse.Namespace, work: Path) -> dict:
             "--baseline", "none", log=log,
         )  # fmt: skip
     baseline = document.get("baseline") or {}
+    scores = {
+        name: [test_scores(run / "best", files["test"], log) for run in runs.values()]
+        for name, runs in (("winner", winner), ("shipped", shipped))
+    }
     return {
         "corpus": name,
         "rows": {split: sum(1 for _ in path.open(encoding="utf-8")) for split, path in files.items()},
         "budget": {"n_trials": args.n_trials, "timeout": args.timeout, "max_epochs": args.max_epochs},
-        "search_seconds": round(search_seconds, 1),
+        "search_seconds": None if resumed else round(search_seconds, 1),
+        "trial_seconds": round(sum(trial["seconds"] or 0 for trial in document["trials"]), 1),
         "trials": {
             state: sum(trial["state"] == state for trial in document["trials"]) for state in ("complete", "pruned")
         },
         "winner": {"trial": document["winner"]["trial"], "params": document["winner"]["params"]},
         "test_accuracy": {
-            "winner": spread([test_accuracy(run / "best", files["test"], log) for run in winner.values()]),
-            "shipped": spread([test_accuracy(run / "best", files["test"], log) for run in shipped.values()]),
+            **{name: spread([metrics["accuracy"] for metrics in scores[name]]) for name in scores},
             "baseline": round(baseline.get("test_accuracy", float("nan")), 4),
         },
+        "test_loss": {name: spread([metrics["loss"] for metrics in scores[name]]) for name in scores},
         "shipped_seeds_trained_outside_the_search": trained_here,
     }
 

@@ -64,4 +64,7 @@ def test_search_benchmark_tiny_mode_scores_the_winner_and_the_shipped_config(tmp
     for name in ("winner", "shipped"):
         accuracy = corpus["test_accuracy"][name]
         assert len(accuracy["values"]) == 3 and all(0 < value <= 1 for value in accuracy["values"])
+        losses = corpus["test_loss"][name]["values"]
+        assert len(losses) == 3 and all(loss > 0 for loss in losses)
+    assert corpus["search_seconds"] > 0 and corpus["trial_seconds"] > 0
     assert 0.5 < corpus["test_accuracy"]["baseline"] <= 1
