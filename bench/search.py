@@ -12,8 +12,9 @@ For each corpus (the demo, and the two tasks of the shopping corpus in ../shared
 
 Prints one JSON object: per corpus the budget, seconds, the winner's params, and test accuracy and test loss
 (cross-entropy without label smoothing) mean ± std over 3 seeds for the winner and the shipped config, beside the
-baseline's accuracy. Given a --work_dir that holds a finished search, the search is not run again (its
-search_seconds is null; trial_seconds sums the trials' own) and the runs are scored again.
+baseline's accuracy. A --work_dir that holds a search continues it (search_seconds is then the continuation's);
+one that already holds --n_trials finished trials is only scored again (search_seconds null). trial_seconds always
+sums the trials' own.
 
     python bench/search.py --corpora demo --n_trials 8 --output bench/results/search.json
     python bench/search.py --tiny     # the fixture, two trials: checks the script, measures nothing

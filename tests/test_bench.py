@@ -51,15 +51,18 @@ def test_every_result_file_records_date_machine_and_versions(path):
 
 @pytest.mark.slow
 def test_search_benchmark_tiny_mode_scores_the_winner_and_the_shipped_config(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "search.py"), "--tiny", "--work_dir", str(tmp_path)],
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    corpus = json.loads(completed.stdout)["corpora"][0]
+    def bench_search() -> dict:
+        completed = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "search.py"), "--tiny", "--work_dir", str(tmp_path)],
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return json.loads(completed.stdout)["corpora"][0]
+
+    corpus = bench_search()
     assert corpus["trials"]["complete"] + corpus["trials"]["pruned"] == 2
     for name in ("winner", "shipped"):
         accuracy = corpus["test_accuracy"][name]
@@ -68,3 +71,6 @@ def test_search_benchmark_tiny_mode_scores_the_winner_and_the_shipped_config(tmp
         assert len(losses) == 3 and all(loss > 0 for loss in losses)
     assert corpus["search_seconds"] > 0 and corpus["trial_seconds"] > 0
     assert 0.5 < corpus["test_accuracy"]["baseline"] <= 1
+    again = bench_search()  # the finished search in --work_dir is scored again, not searched again
+    assert again["search_seconds"] is None and again["trial_seconds"] == corpus["trial_seconds"]
+    assert again["test_accuracy"] == corpus["test_accuracy"] and again["test_loss"] == corpus["test_loss"]
