@@ -10,7 +10,8 @@ is chosen over several seeds, since one run on a small validation split is noisy
    machines join it) samples the search space with TPE. Trial 0 is the config as it is, so the search knows where it
    starts. Each trial trains into ``SEARCH_DIR/trial-N`` without the test split; every evaluation reports the
    objective (the config's ``metric_for_best_model``, eval_loss by default) to the pruner, which stops trials that
-   fall behind the median. Checkpoints are removed after a trial; its best/ and results stay.
+   fall behind the median of the completed ones at the same share of their schedules (see search_pruning).
+   Checkpoints are removed after a trial; its best/ and results stay.
 2. Selection: the ``top_k`` best trials, and trial 0 (the config as it was), are trained again with
    ``selection_seeds`` more seeds; the winner has the best mean over its seeds.
 3. The winner: its run is scored once on the test split, ``best.yaml`` holds its config (``finetune train --config
@@ -43,30 +44,6 @@ logger = logging.getLogger("finetune")
 STUDY_FILE = "study.db"
 
 
-def pruning_callback(trial, metric: str, per_epoch: bool):
-    """A TrainerCallback that reports every evaluation's objective to the trial and stops the run when the pruner
-    says so (by epoch when the run evaluates each epoch, so that trials of other batch sizes compare)."""
-    import optuna
-    from transformers import TrainerCallback
-
-    class ReportToTrial(TrainerCallback):
-        def __init__(self):
-            self.reported: set[int] = set()
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            step = round(state.epoch) if per_epoch else state.global_step
-            # The best model is evaluated again after training, at the last step: that is no new value.
-            if not metrics or metric not in metrics or step in self.reported:
-                return
-            self.reported.add(step)
-            trial.report(metrics[metric], step)
-            if trial.should_prune():
-                unit = "epoch" if per_epoch else "step"
-                raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at {unit} {step}")
-
-    return ReportToTrial()
-
-
 @dataclass
 class Search:
     """What every trial shares: the command's arguments and the flags passed on to ``finetune train``."""
@@ -77,7 +54,6 @@ class Search:
     metric: str
     greater_is_better: bool
     seed: int
-    per_epoch: bool
     baseline: str = "tfidf"  # the config's
 
     def arguments(self, params: dict, output_dir: Path, seed: int | None = None, test: bool = False) -> tuple:
@@ -241,7 +217,6 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         metric,
         greater,
         namespace.seed,
-        per_epoch=namespace.eval_strategy == "epoch",
         baseline=namespace.baseline,
     )
     from finetune.config import resolve_model_type
@@ -290,17 +265,14 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
     """Creates the study, or loads it to continue; a study made with another space or objective is refused."""
     import optuna
 
+    from finetune.search_pruning import make_pruner
+
     storage = make_storage(storage_url, args.heartbeat_interval)
-    pruner = {
-        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-        "halving": optuna.pruners.SuccessiveHalvingPruner(),
-        "none": optuna.pruners.NopPruner(),
-    }[args.pruner]
     study = optuna.create_study(
         study_name=args.study_name,
         storage=storage,
         direction="maximize" if search.greater_is_better else "minimize",
-        pruner=pruner,
+        pruner=make_pruner(args.pruner),
         load_if_exists=True,
     )
     # A fresh study samples from the run's seed. A continued study, or a worker, must not repeat the draws made
@@ -351,13 +323,15 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     import optuna
     from tqdm.auto import tqdm
 
+    from finetune.search_pruning import pruning_callback
+
     def objective(trial) -> float:
         params = {name: spec.suggest(trial, name) for name, spec in space.items()}
         output_dir = search.search_dir / f"trial-{trial.number}"
         trial.set_user_attr("output_dir", str(output_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         logger.info("trial %d: %s -> %s", trial.number, params, output_dir)
-        callback = pruning_callback(trial, search.metric, search.per_epoch)
+        callback = pruning_callback(trial, search.metric)
         results = search.train(params, output_dir, callbacks=[callback])
         trial.set_user_attr("seconds", round(results["search_seconds"], 1))
         if "eval_accuracy" in results:

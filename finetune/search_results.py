@@ -111,6 +111,8 @@ def selection_run(search: Search, trial, params: dict, seed: int) -> float:
 
 
 def describe_trial(trial) -> dict:
+    from finetune.search_pruning import share
+
     return {
         "number": trial.number,
         "state": trial.state.name.lower(),
@@ -119,7 +121,7 @@ def describe_trial(trial) -> dict:
         "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds()
         if trial.datetime_complete and trial.datetime_start
         else None,
-        "intermediate_values": {str(step): value for step, value in trial.intermediate_values.items()},
+        "intermediate_values": {share(step): value for step, value in trial.intermediate_values.items()},
         **{name: value for name, value in trial.user_attrs.items()},
     }
 

@@ -69,6 +69,8 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     trials = document["trials"]
     assert [trial["number"] for trial in trials] == [0, 1, 2]
     assert all(trial["state"] in ("complete", "pruned") and trial["seconds"] > 0 for trial in trials)
+    # Reported at the share of each trial's schedule done: the config trains 2 epochs and evaluates after each.
+    assert list(trials[0]["intermediate_values"]) == ["50%", "100%"]
     assert trials[0]["shipped"] and trials[0]["params"] == {
         "learning_rate": 5.0e-3,
         "num_filters": 16,

@@ -1,0 +1,91 @@
+"""How a search stops trials early: every evaluation is reported at the share of the trial's own schedule it has
+done (in thousandths), and the pruners compare trials at the same share. Imported when a search runs (it loads Optuna
+and transformers).
+
+Compared by epoch, trials with different ``num_train_epochs`` are at different points of their learning-rate
+schedules: after one epoch a 3-epoch run has spent a third of its decay and a 10-epoch run a tenth, so the short one
+looks better and the long one is stopped before it could catch up. Compared by share, trials of any length, batch
+size or evaluation interval meet at the same point of their schedules.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+from transformers import TrainerCallback
+
+SCALE = 1000  # steps are thousandths of the trial's schedule
+
+
+def schedule_step(global_step: int, max_steps: int) -> int:
+    return round(SCALE * global_step / max(max_steps, 1))
+
+
+def share(step: int) -> str:
+    return f"{100 * step / SCALE:g}%"
+
+
+def pruning_callback(trial, metric: str):
+    """A TrainerCallback that reports every evaluation's objective to the trial, at the share of training done, and
+    stops the run when the pruner says so."""
+
+    class ReportToTrial(TrainerCallback):
+        def __init__(self):
+            self.reported: set[int] = set()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            step = schedule_step(state.global_step, state.max_steps)
+            # The best model is evaluated again after training, at the last step: that is no new value.
+            if not metrics or metric not in metrics or step in self.reported:
+                return
+            self.reported.add(step)
+            trial.report(metrics[metric], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at {share(step)} of training")
+
+    return ReportToTrial()
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    return {
+        "median": SharedScheduleMedianPruner(n_startup_trials=3, n_warmup_steps=SCALE // 4),
+        "halving": optuna.pruners.SuccessiveHalvingPruner(),
+        "none": optuna.pruners.NopPruner(),
+    }[name]
+
+
+def _best(values, sign: int) -> float:
+    values = [sign * value for value in values if not math.isnan(value)]
+    return min(values) if values else math.nan
+
+
+class SharedScheduleMedianPruner(optuna.pruners.BasePruner):
+    """Optuna's median rule on shares of the schedule: once ``n_startup_trials`` trials have completed, a trial past
+    ``n_warmup_steps`` whose best value so far is worse than the median of the completed trials' best values up to
+    the same share is stopped. A completed trial with no evaluation that early does not count."""
+
+    def __init__(self, n_startup_trials: int, n_warmup_steps: int):
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) < self.n_startup_trials:
+            return False
+        sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+        own = _best(trial.intermediate_values.values(), sign)
+        if math.isnan(own):
+            return True
+        theirs = [
+            _best([value for at, value in other.intermediate_values.items() if at <= step], sign)
+            for other in completed
+        ]
+        theirs = [value for value in theirs if not math.isnan(value)]
+        return bool(theirs) and own > statistics.median(theirs)
