@@ -44,7 +44,8 @@ def pruning_callback(trial, metric: str):
                 return
             self.reported.add(step)
             trial.report(metrics[metric], step)
-            if trial.should_prune():
+            # A run at the end of its schedule has its value: stopping it then would only drop it from the selection.
+            if step < SCALE and trial.should_prune():
                 raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at {share(step)} of training")
 
     return ReportToTrial()
