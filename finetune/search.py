@@ -323,7 +323,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     import optuna
     from tqdm.auto import tqdm
 
-    from finetune.search_pruning import pruning_callback
+    from finetune.search_pruning import ReportToTrial
 
     def objective(trial) -> float:
         params = {name: spec.suggest(trial, name) for name, spec in space.items()}
@@ -331,7 +331,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
         trial.set_user_attr("output_dir", str(output_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         logger.info("trial %d: %s -> %s", trial.number, params, output_dir)
-        callback = pruning_callback(trial, search.metric)
+        callback = ReportToTrial(trial, search.metric)
         results = search.train(params, output_dir, callbacks=[callback])
         trial.set_user_attr("seconds", round(results["search_seconds"], 1))
         if "eval_accuracy" in results:

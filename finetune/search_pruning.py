@@ -29,26 +29,26 @@ def share(step: int) -> str:
     return f"{100 * step / SCALE:g}%"
 
 
-def pruning_callback(trial, metric: str):
-    """A TrainerCallback that reports every evaluation's objective to the trial, at the share of training done, and
-    stops the run when the pruner says so."""
+class ReportToTrial(TrainerCallback):
+    """Reports every evaluation's objective to the trial, at the share of training done, and stops the run when the
+    pruner says so."""
 
-    class ReportToTrial(TrainerCallback):
-        def __init__(self):
-            self.reported: set[int] = set()
+    def __init__(self, trial, metric: str):
+        self.trial = trial
+        self.metric = metric
+        self.reported: set[int] = set()
 
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            step = schedule_step(state.global_step, state.max_steps)
-            # The best model is evaluated again after training, at the last step: that is no new value.
-            if not metrics or metric not in metrics or step in self.reported:
-                return
-            self.reported.add(step)
-            trial.report(metrics[metric], step)
-            # A run at the end of its schedule has its value: stopping it then would only drop it from the selection.
-            if step < SCALE and trial.should_prune():
-                raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at {share(step)} of training")
-
-    return ReportToTrial()
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        step = schedule_step(state.global_step, state.max_steps)
+        # The best model is evaluated again after training, at the last step: that is no new value.
+        if not metrics or self.metric not in metrics or step in self.reported:
+            return
+        self.reported.add(step)
+        value = metrics[self.metric]
+        self.trial.report(value, step)
+        # A run at the end of its schedule has its value: stopping it then would only drop it from the selection.
+        if step < SCALE and self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.metric} {value:.4f} at {share(step)} of training")
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from finetune.search_pruning import make_pruner, pruning_callback, schedule_step
+from finetune.search_pruning import ReportToTrial, make_pruner, schedule_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -86,7 +86,7 @@ def test_steps_are_thousandths_of_the_schedule(global_step, max_steps, step):
 def test_the_callback_reports_shares_and_stops_a_trial_behind_but_not_one_at_its_end():
     study = study_with(SHORT)
     trial = study.ask()
-    callback = pruning_callback(trial, "eval_loss")
+    callback = ReportToTrial(trial, "eval_loss")
 
     def evaluate(global_step: int, loss: float) -> None:
         state = SimpleNamespace(global_step=global_step, max_steps=600)
@@ -98,7 +98,7 @@ def test_the_callback_reports_shares_and_stops_a_trial_behind_but_not_one_at_its
     assert study.trials[-1].intermediate_values == {167: 0.90, 333: 0.90}
 
     late = study.ask()
-    callback = pruning_callback(late, "eval_loss")
+    callback = ReportToTrial(late, "eval_loss")
     evaluate(100, 0.90)
     evaluate(600, 0.90)  # the end of the schedule: behind, but its run is done
     evaluate(600, 0.50)  # the best model evaluated again after training: no new report
