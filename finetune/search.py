@@ -42,6 +42,7 @@ from finetune.search_space import Spec, check_pairs, encode, load_space, param_f
 logger = logging.getLogger("finetune")
 
 STUDY_FILE = "study.db"
+STEPS = "thousandths of the schedule"  # what a trial's reported steps count (search_pruning)
 
 
 @dataclass
@@ -284,26 +285,40 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
     if recorded is None:
         study.set_user_attr("space", described)
         study.set_user_attr("metric", search.metric)
+        study.set_user_attr("steps", STEPS)
     elif recorded != described or study.user_attrs.get("metric") != search.metric:
         raise UserError(
             f"The study {args.study_name} in {storage_url} was made with another search space or objective; "
             "give a new --study_name (or --search_dir) for this one."
         )
+    elif study.user_attrs.get("steps") != STEPS:
+        # Its trials reported by epoch: the pruner would compare epochs with shares of the schedule.
+        raise UserError(
+            f"The study {args.study_name} in {storage_url} was made by an earlier finetune, whose trials report "
+            "their evaluations by epoch, not by share of the schedule; give a new --study_name (or --search_dir)."
+        )
     if not args.worker and not study.trials:
         shipped = config_params(args.config, search.train_flags, space)
-        if shipped is not None:
+        outside = {name: value for name, value in shipped.items() if not space[name].holds(value)}
+        if not outside:
             study.enqueue_trial({name: encode(value) for name, value in shipped.items()}, user_attrs={"shipped": True})
+        else:
+            logger.warning(
+                "search: trial 0 is not the config as it is, and the winner will not be compared with it: its %s "
+                "outside the search space. Set the config's value to one of the space's, or widen the space.",
+                ", ".join(f"{name} {value!r}{' (unset)' if value is None else ''}" for name, value in outside.items())
+                + (" lies" if len(outside) == 1 else " lie"),
+            )
     return study
 
 
-def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -> dict | None:
-    """The config's own values of the searched parameters, or None when one lies outside the space."""
+def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -> dict:
+    """The config's own values of the searched parameters (with the passed-on flags)."""
     from finetune.parsing import make_parser as train_parser
     from finetune.parsing import parse_namespace
 
     namespace = parse_namespace(["--config", config, *train_flags], train_parser())
-    values = {name: space[name].cast(getattr(namespace, name)) for name in space}
-    return values if all(space[name].holds(value) for name, value in values.items()) else None
+    return {name: space[name].cast(getattr(namespace, name)) for name in space}
 
 
 def finished(study) -> list:

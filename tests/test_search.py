@@ -18,6 +18,7 @@ from conftest import REPO, sentence_pair_files
 
 from finetune.cli import main as cli_main
 from finetune.parsing import parse_args
+from finetune.search import config_params
 from finetune.search import main as search_main
 
 SPACE = {
@@ -237,6 +238,41 @@ def test_the_shipped_search_spaces_pass_the_checks_with_their_configs(name, revi
     search, space = prepare(args, flags)
     shipped = yaml.safe_load((REPO / "configs" / "search" / f"{name}.yaml").read_text(encoding="utf-8"))
     assert sorted(space) == sorted(shipped) and search.metric == "eval_loss" and not search.greater_is_better
+    # Trial 0 is the config as it ships: each of its values lies in the space.
+    values = config_params(args.config, flags, space)
+    assert {key: value for key, value in values.items() if not space[key].holds(value)} == {}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize(("num_filters", "shipped"), [(16, True), (32, False)])
+def test_trial_0_is_the_config_or_the_log_names_the_values_outside_the_space(
+    num_filters, shipped, config, tmp_path, caplog
+):
+    import logging
+
+    from finetune.search import make_parser, open_study, prepare
+
+    values = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**values, "num_filters": num_filters}), encoding="utf-8")
+    args, flags = make_parser().parse_known_args(search_command(config, write_space(tmp_path, SPACE), tmp_path / "s"))
+    search, space = prepare(args, flags)
+    logging.getLogger("finetune").addHandler(caplog.handler)
+    try:
+        study = open_study(search, space, f"sqlite:///{tmp_path / 'study.db'}", args)
+    finally:
+        logging.getLogger("finetune").removeHandler(caplog.handler)
+    waiting = [trial for trial in study.trials if trial.user_attrs.get("shipped")]
+    if shipped:
+        assert (
+            len(waiting) == 1
+            and waiting[0].params == {}
+            and waiting[0].system_attrs["fixed_params"]
+            == {"learning_rate": 5.0e-3, "num_filters": 16, "kernel_sizes": "[1, 2, 3]"}
+        )
+        assert "trial 0 is not the config" not in caplog.text
+    else:
+        assert waiting == [] and "trial 0 is not the config as it is" in caplog.text
+        assert "num_filters 32 lies outside the search space" in caplog.text
 
 
 def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(reviews, tmp_path, capsys):
@@ -260,3 +296,25 @@ def test_two_space_keys_refused_together_exit_2_before_any_trial(config, tmp_pat
     error = capsys.readouterr().err
     assert "max_length 16 with window_stride 20 is refused" in error and "Traceback" not in error
     assert not (tmp_path / "search" / "study.db").exists()
+
+
+def test_a_study_of_an_earlier_finetune_reporting_by_epoch_is_refused(config, tmp_path, capsys):
+    import optuna
+
+    from finetune.search import make_parser, prepare
+
+    space_file = write_space(tmp_path, SPACE)
+    argv = search_command(config, space_file, tmp_path / "search")
+    args, flags = make_parser().parse_known_args(argv)
+    search, space = prepare(args, flags)
+    # What an earlier finetune left: the same space and objective, no record of how its steps count.
+    (tmp_path / "search").mkdir(exist_ok=True)
+    earlier = optuna.create_study(
+        study_name="finetune-search", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}"
+    )
+    earlier.set_user_attr("space", {name: vars(spec) for name, spec in space.items()})
+    earlier.set_user_attr("metric", search.metric)
+    assert cli_main(["search", *argv]) == 2
+    error = capsys.readouterr().err
+    assert "by epoch, not by share of the schedule" in error and "--study_name" in error and "Traceback" not in error
+    assert not (tmp_path / "search" / "trial-0").exists()
