@@ -24,6 +24,7 @@ from finetune.checkpoints import EVALUATION_DIR
 from finetune.data.readers import BadRows, Columns, checked_records, file_format
 from finetune.errors import UserError
 from finetune.files import writable_file, write_json_atomically
+from finetune.fonts import font_families_for
 from finetune.metrics import add_counts, multilabel_counts, scores_from_confusion_matrix, scores_from_multilabel_counts
 from finetune.predict import Classifier, add_model_arguments
 from finetune.rows import chunks
@@ -109,26 +110,51 @@ def format_report(results: dict) -> str:
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
     """Saves the confusion matrix as a PNG heat map with the counts written in the cells."""
-    from matplotlib.figure import Figure
-
-    counts = np.asarray(matrix)
-    size = min(4 + 0.5 * len(labels), 16)
-    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
-    axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues")
-    figure.colorbar(image, ax=axes, shrink=0.8)
-    axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted label")
-    axes.set_ylabel("true label")
-    axes.set_title(title or "confusion matrix")
-    threshold = counts.max() / 2 if counts.size else 0
-    for (row, column), count in np.ndenumerate(counts):
-        color = "white" if count > threshold else "black"
-        axes.text(column, row, str(count), ha="center", va="center", color=color)
+    figure = confusion_matrix_figure(matrix, labels, title or "confusion matrix", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return path
+
+
+def confusion_matrix_figure(matrix: list[list[int]], labels: list[str], title: str, path: Path):
+    """The heat map as a matplotlib Figure. Labels in a script the default font lacks (Chinese, say) are drawn in an
+    installed font that has them; where none has, the axes show label ids (the order of ``labels``) rather than
+    empty boxes, and a warning says so and which font would show the names."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    families = font_families_for([*labels, title])
+    if families is None:
+        missing = [label for label in labels if font_families_for([label]) is None]
+        if missing:
+            print(
+                f"warning: no installed font draws the labels {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}: {path} shows label ids, in the order of the JSON's "
+                "confusion_matrix.labels. A font with these characters shows the names "
+                "(Debian, Ubuntu: apt install fonts-noto-cjk).",
+                file=sys.stderr,
+            )
+            labels = [str(index) for index in range(len(labels))]
+        if font_families_for([title]) is None:
+            title = "confusion matrix"
+        families = font_families_for([*labels, title])
+    counts = np.asarray(matrix)
+    size = min(4 + 0.5 * len(labels), 16)
+    with matplotlib.rc_context({"font.family": families}):  # a text's font is fixed when the text is made
+        figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+        axes = figure.add_subplot()
+        image = axes.imshow(counts, cmap="Blues")
+        figure.colorbar(image, ax=axes, shrink=0.8)
+        axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right")
+        axes.set_yticks(range(len(labels)), labels)
+        axes.set_xlabel("predicted label")
+        axes.set_ylabel("true label")
+        axes.set_title(title)
+        threshold = counts.max() / 2 if counts.size else 0
+        for (row, column), count in np.ndenumerate(counts):
+            color = "white" if count > threshold else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=color)
+    return figure
 
 
 def make_parser() -> argparse.ArgumentParser:

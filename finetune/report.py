@@ -29,6 +29,7 @@ from finetune.checkpoints import (
 )
 from finetune.errors import UserError
 from finetune.files import writable_file
+from finetune.fonts import font_families_for
 
 CURVES_FILE = "curves.png"
 # Logged by every evaluation but not a quality of the model.
@@ -122,9 +123,23 @@ def plot_curves(history: RunHistory, path: str | Path | None = None) -> Path:
     Returns:
         The PNG's path: ``path``, or the default of :func:`default_plot_path`.
     """
-    from matplotlib.figure import Figure  # the object API draws without a GUI backend or global state
+    import matplotlib
 
     path = Path(path) if path else default_plot_path(history.output_dir)
+    title = f"{history.output_dir.name}: {history.global_step} steps, {history.epoch:g} epochs"
+    # A run directory named in Chinese, say: a font that has its characters where one is installed.
+    with matplotlib.rc_context({"font.family": font_families_for([title]) or matplotlib.rcParams["font.family"]}):
+        figure = curves_figure(history, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A PNG records the best step in its metadata; jpg, tiff, webp and others take no metadata at all.
+    metadata = {"Description": f"best step {history.best_step}"} if path.suffix.lower() == ".png" else None
+    figure.savefig(path, dpi=110, metadata=metadata)
+    return path
+
+
+def curves_figure(history: RunHistory, title: str):
+    from matplotlib.figure import Figure  # the object API draws without a GUI backend or global state
+
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     loss_axes, metric_axes = figure.subplots(1, 2)
     if history.train_loss:
@@ -157,12 +172,8 @@ def plot_curves(history: RunHistory, path: str | Path | None = None) -> Path:
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small")
-    figure.suptitle(f"{history.output_dir.name}: {history.global_step} steps, {history.epoch:g} epochs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A PNG records the best step in its metadata; jpg, tiff, webp and others take no metadata at all.
-    metadata = {"Description": f"best step {history.best_step}"} if path.suffix.lower() == ".png" else None
-    figure.savefig(path, dpi=110, metadata=metadata)
-    return path
+    figure.suptitle(title)
+    return figure
 
 
 def format_duration(seconds: float) -> str:

@@ -21,6 +21,7 @@ from finetune.checkpoints import resolve_model_dir
 from finetune.cli import main as cli_main
 from finetune.errors import UserError
 from finetune.evaluation import main as evaluate_main
+from finetune.fonts import font_characters
 from finetune.predict import PADDING_SLACK, Classifier, padding_bounded_batches
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
@@ -292,6 +293,67 @@ def test_max_length_that_cannot_work_exits_2(run, max_length, message, request, 
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert predict_main([*model[:2], "--max_length", "64", "--input", str(TEST_FILE), "--output", "-"]) == 0
+
+
+def han_font(path: Path, characters: str) -> Path:
+    """A TrueType font whose only glyphs are filled squares for ``characters``, named "Test Han"."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    names = [".notdef"] + [f"uni{ord(char):04X}" for char in characters]
+    glyphs = {}
+    for name in names:
+        pen = TTGlyphPen(None)
+        if name != ".notdef":
+            pen.moveTo((100, 0)), pen.lineTo((100, 800)), pen.lineTo((900, 800)), pen.lineTo((900, 0))
+            pen.closePath()
+        glyphs[name] = pen.glyph()
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder(names)
+    builder.setupCharacterMap({ord(char): name for char, name in zip(characters, names[1:], strict=True)})
+    builder.setupGlyf(glyphs)
+    builder.setupHorizontalMetrics({name: (1000, 0) for name in names})
+    builder.setupHorizontalHeader(ascent=880, descent=-120)
+    builder.setupNameTable({"familyName": "Test Han", "styleName": "Regular"})
+    builder.setupOS2(sTypoAscender=880, usWinAscent=880, usWinDescent=120)
+    builder.setupPost()
+    builder.save(path)
+    return path
+
+
+@pytest.mark.parametrize("font", ["known to matplotlib", "installed since", "none"])
+def test_confusion_matrix_draws_chinese_labels_in_a_font_that_has_them_or_shows_ids(font, tmp_path, monkeypatch):
+    import warnings
+
+    from matplotlib import font_manager
+
+    from finetune.evaluation import confusion_matrix_figure
+
+    labels = ["书籍", "平板", "negative"]
+    # The fonts matplotlib knows and those on disk: this machine's, less any with Han characters (so that the test
+    # means the same everywhere), plus a font of the labels' characters, in matplotlib's list or on disk only.
+    fonts = [font for font in font_manager.fontManager.ttflist if ord("书") not in font_characters(font.fname)]
+    on_disk = [font.fname for font in fonts]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", fonts)
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *args, **kwargs: on_disk)
+    han = han_font(tmp_path / "han.ttf", "书籍平板测试")
+    if font == "known to matplotlib":
+        font_manager.fontManager.addfont(han)
+    elif font == "installed since":
+        on_disk.append(str(han))
+    png = tmp_path / "matrix.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = confusion_matrix_figure([[3, 1, 0], [0, 2, 0], [1, 0, 4]], labels, "测试 (11)", png)
+        figure.savefig(png)
+    assert not [warning for warning in caught if "missing from font" in str(warning.message)]
+    ticks = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    title = figure.axes[0].get_title()
+    if font == "none":
+        assert ticks == ["0", "1", "2"] and title == "confusion matrix"
+    else:
+        assert ticks == labels and title == "测试 (11)"
+        assert "Test Han" in figure.axes[0].get_xticklabels()[0].get_fontfamily()
 
 
 def test_evaluate_matches_scikit_learn(textcnn_run, tmp_path, capsys):
