@@ -3,10 +3,12 @@
 The zip holds one CSV with the columns ``cat,label,review``: 62,774 Chinese product reviews from 10 product
 categories, each marked positive (1) or negative (0). It lives beside the repository, in
 ``../shared/data/`` (see the README there); a user's clone does not have it, so nothing in the product needs it.
-Two tasks read it:
+Three tasks read it:
 
 - ``shopping_category``: text ``review``, label ``cat`` (10 classes);
-- ``shopping_sentiment``: text ``review``, label ``positive`` (1) or ``negative`` (0).
+- ``shopping_sentiment``: text ``review``, label ``positive`` (1) or ``negative`` (0);
+- ``shopping_category_short``: the categories again, each review cut to its first 16 characters: short texts, as
+  titles or queries are (the median review has 34), where a character n-gram baseline is strong.
 
 Each task is cleaned and split like the demo corpus (``data/chinese_sentiment/prepare.py``) and written as JSON
 lines (keys ``text`` and ``label``) to ``OUTPUT_ROOT/<task>/{train,validation,test}.jsonl``::
@@ -14,7 +16,7 @@ lines (keys ``text`` and ``label``) to ``OUTPUT_ROOT/<task>/{train,validation,te
     python bench/corpora.py [--task shopping_category|shopping_sentiment|all] [--output_root DIR] [--seed 42]
 
 Cleaning: every review is stripped (of whitespace and of the byte order marks left inside the CSV where its
-source files were joined), empty reviews are dropped, exact duplicate texts are dropped (the first occurrence is
+source files were joined) and, for a task that cuts them, cut; empty reviews are dropped, exact duplicate texts are dropped (the first occurrence is
 kept) and texts that occur with more than one label of the task are dropped everywhere. Each label is then split
 80/10/10 on its own (stratified, seeded). A second run with the same arguments leaves the files untouched.
 
@@ -53,7 +55,10 @@ SENTIMENT_LABELS: dict[str, str] = {"0": "negative", "1": "positive"}
 TASKS: dict[str, Callable[[dict[str, str]], str]] = {
     "shopping_category": lambda row: row["cat"],
     "shopping_sentiment": lambda row: SENTIMENT_LABELS[row["label"]],
+    "shopping_category_short": lambda row: row["cat"],
 }
+# Task name -> the number of characters its texts are cut to, for the tasks that cut them.
+TEXT_CHARS: dict[str, int] = {"shopping_category_short": 16}
 # Corpus name -> the folder that holds its train.jsonl, validation.jsonl and test.jsonl.
 CORPORA: dict[str, Path] = {"demo": DEMO_DIR, **{task: DEFAULT_OUTPUT_ROOT / task for task in TASKS}}
 
@@ -104,12 +109,15 @@ def clean_text(text: str) -> str:
     return text.replace("\ufeff", "").strip()
 
 
-def clean(rows: list[dict[str, str]], label_of: Callable[[dict[str, str]], str]) -> tuple[dict[str, list[str]], dict]:
-    """Strip the reviews, drop empty, duplicate and contradictory ones, and group the rest by label.
+def clean(
+    rows: list[dict[str, str]], label_of: Callable[[dict[str, str]], str], chars: int | None = None
+) -> tuple[dict[str, list[str]], dict]:
+    """Strip the reviews (and cut them), drop empty, duplicate and contradictory ones, and group the rest by label.
 
     Args:
         rows: CSV rows from :func:`read_reviews`.
         label_of: Turns a row into the task's label.
+        chars: Cut each review to this many characters (after stripping), before duplicates are looked for.
 
     Returns:
         The kept texts per label (sorted by label; texts in file order) and the counts: ``read``,
@@ -120,7 +128,7 @@ def clean(rows: list[dict[str, str]], label_of: Callable[[dict[str, str]], str])
     labels_of_text: dict[str, set[str]] = {}
     empty = 0
     for row in rows:
-        text = clean_text(row["review"])
+        text = clean_text(row["review"])[:chars].strip()
         if not text:
             empty += 1
             continue
@@ -207,7 +215,7 @@ def prepare_task(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     prepare = load_prepare_module()
-    texts, counts = clean(read_reviews(source), TASKS[task])
+    texts, counts = clean(read_reviews(source), TASKS[task], TEXT_CHARS.get(task))
     splits = stratified_split(texts, seed, prepare)
 
     output = (output_root if output_root is not None else DEFAULT_OUTPUT_ROOT) / task

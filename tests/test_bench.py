@@ -74,3 +74,33 @@ def test_search_benchmark_tiny_mode_scores_the_winner_and_the_shipped_config(tmp
     again = bench_search()  # the finished search in --work_dir is scored again, not searched again
     assert again["search_seconds"] is None and again["trial_seconds"] == corpus["trial_seconds"]
     assert again["test_accuracy"] == corpus["test_accuracy"] and again["test_loss"] == corpus["test_loss"]
+
+
+def test_short_text_task_cuts_reviews_before_looking_for_duplicates_and_contradictions(tmp_path):
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("corpora", REPO / "bench" / "corpora.py")
+    corpora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpora)
+    rows = [
+        ("书籍", "1", "这本书的内容非常丰富，值得一读再读，推荐给大家"),
+        ("书籍", "0", "这本书的内容非常丰富，值得一读再读，可惜印刷差"),  # the same first 16 characters: a duplicate
+        ("酒店", "1", "\ufeff 房间干净，服务周到，早餐也不错，下次还来"),
+        ("平板", "1", "很好用"),
+        ("手机", "1", "很好用"),  # the same text under another category: a duplicate, and contradictory
+        *[("衣服", "1", f"质量不错，尺码标准，第{index}次买了") for index in range(20)],
+    ]
+    source = tmp_path / "shopping.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("shopping.csv", "cat,label,review\n" + "".join(f"{c},{s},{t}\n" for c, s, t in rows))
+    summary = corpora.prepare_task("shopping_category_short", tmp_path / "out", source=source)
+    texts = [
+        json.loads(line)["text"]
+        for split in corpora.SPLITS
+        for line in (tmp_path / "out" / "shopping_category_short" / f"{split}.jsonl").read_text().splitlines()
+    ]
+    assert summary["duplicates_dropped"] == 2 and summary["contradictory_dropped"] == 1
+    assert len(texts) == len(set(texts)) == summary["kept"] == len(rows) - 3
+    assert max(len(text) for text in texts) == 16 and "房间干净，服务周到，早餐也不错，" in texts
+    assert "很好用" not in texts
