@@ -137,7 +137,8 @@ def confusion_matrix_figure(matrix: list[list[int]], labels: list[str], title: s
             labels = [str(index) for index in range(len(labels))]
         if font_families_for([title]) is None:
             title = "confusion matrix"
-        families = font_families_for([*labels, title])
+        # Labels each drawable by some font but not all by one (two scripts): matplotlib's default, with its warnings
+        families = font_families_for([*labels, title]) or list(matplotlib.rcParams["font.family"])
     counts = np.asarray(matrix)
     size = min(4 + 0.5 * len(labels), 16)
     with matplotlib.rc_context({"font.family": families}):  # a text's font is fixed when the text is made
