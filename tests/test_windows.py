@@ -12,6 +12,7 @@ from test_train import make_tiny_bert
 from transformers import AutoTokenizer
 
 from finetune.cli import main as cli_main
+from finetune.data import windows
 from finetune.data.tokenize import encode_windows
 from finetune.data.windows import TextLogits, texts_of_windows
 from finetune.predict import Classifier
@@ -46,7 +47,7 @@ def test_windows_hold_every_token_once_plus_the_overlap(kind, max_length, stride
             pytest.skip("a stride the windows cannot hold (tested in test_window_stride_errors)")
     else:
         tokenizer, specials = build_vocab_tokenizer(TEXTS, max_length=max_length), 0
-    texts = TEXTS[:40] + ["", "很" * 40]
+    texts = TEXTS[:40] + ["", "很" * 40, "很好 不错，" * 12]  # words between spaces: pre-tokenized apart
     encoded, owners = encode_windows(tokenizer, texts, max_length, stride)
     assert list(owners) == sorted(owners) and set(owners) == set(range(len(texts)))
     whole = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -92,9 +93,9 @@ def window_logits(classifier: Classifier, text: str) -> torch.Tensor:
     logits = []
     with torch.inference_mode():
         for ids in encoded["input_ids"]:
-            inputs = torch.tensor([ids])
+            inputs = torch.tensor([ids], device=classifier.model.device)
             logits.append(classifier.model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits[0])
-    return torch.stack(logits).double()
+    return torch.stack(logits).double().cpu()
 
 
 def fixture_flags(directory) -> list[str]:
@@ -232,6 +233,14 @@ def test_windows_with_a_pretrained_model(tiny_bert, tmp_path):
 def test_window_stride_errors(flags, message, data_args, capsys):
     assert cli_main(["train", *data_args, *QUICK_TEXTCNN, *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_windows_refuse_a_tokenizers_release_that_drops_them(data_args, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(windows, "overflow_works", lambda: False)  # as with tokenizers 0.23.1 and 0.23.2
+    assert cli_main(["train", *data_args, *QUICK_TEXTCNN, *WINDOWS]) == 2
+    error = capsys.readouterr().err
+    assert "huggingface/tokenizers#2091" in error and "pip install 'tokenizers>=0.23.3'" in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_window_stride_must_leave_room_for_special_tokens(tiny_bert, tmp_path, capsys):

@@ -9,7 +9,10 @@ maximum, so that a label found in one part of a document counts), one result per
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import tokenizers
 from transformers import PreTrainedTokenizerBase
 
 from finetune.data.sampler import column_array
@@ -26,7 +29,9 @@ def default_window_stride(max_length: int) -> int:
 
 def check_window_stride(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, name: str = "window_stride"):
     """Exits with a named error when windows of ``max_length`` tokens cannot share ``stride`` of them: a window
-    holds max_length less the model's special tokens ([CLS] and [SEP] for BERT) of the text."""
+    holds max_length less the model's special tokens ([CLS] and [SEP] for BERT) of the text. Also exits where the
+    installed tokenizers would drop windows (check_overflow)."""
+    check_overflow()
     specials = tokenizer.num_special_tokens_to_add()
     room = max_length - specials
     if not 0 <= stride < room:
@@ -34,6 +39,32 @@ def check_window_stride(tokenizer: PreTrainedTokenizerBase, max_length: int, str
         raise UserError(
             f"{name} {stride} must be at least 0 and smaller than the text tokens a window holds: {room} ({held}). "
             f"Use a smaller {name} (e.g. {room // 4}) or a larger max_length."
+        )
+
+
+@functools.cache
+def overflow_works() -> bool:
+    """Whether this tokenizers release hands back every window past max_length. Releases 0.23.1 and 0.23.2 stop
+    tokenizing at max_length and return none or only some of them (huggingface/tokenizers#2091), which would leave
+    the rest of each long text unread. Probed on a word-level tokenizer of 50 words in windows of 10."""
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = [str(number) for number in range(50)]
+    probe = tokenizers.Tokenizer(WordLevel({word: index for index, word in enumerate(words)}, unk_token="0"))
+    probe.pre_tokenizer = Whitespace()
+    probe.enable_truncation(max_length=10, stride=2)
+    encoding = probe.encode_batch_fast([" ".join(words)])[0]
+    return bool(encoding.overflowing) and encoding.overflowing[-1].ids[-1] == len(words) - 1
+
+
+def check_overflow() -> None:
+    """Exits with a clear error where the installed tokenizers would drop windows (see overflow_works)."""
+    if not overflow_works():
+        raise UserError(
+            f"long_text: windows: tokenizers {tokenizers.__version__} drops the windows of a text past its first "
+            "max_length tokens (huggingface/tokenizers#2091), so most of every long text would go unread. Install "
+            "a release that keeps them: pip install 'tokenizers>=0.23.3' (or use long_text: truncate)."
         )
 
 
