@@ -28,9 +28,11 @@ from finetune.train import main as train_main
 
 TOPICS = {"sport": "球赛进球冠军", "money": "股票银行利率", "tech": "手机芯片软件"}
 FILLER = "的了是在我有他这"
+# Learns the topics on any seed and device: with 16 filters and 4 epochs at 5e-3, test micro-F1 ranged from 0.54
+# to 0.80 over seeds 1-3 and 42; with these, 1.0 on each of seeds 1-7 and 42.
 QUICK = [
-    "--embedding_dim", "32", "--num_filters", "16", "--kernel_sizes", "1", "2",
-    "--per_device_train_batch_size", "16", "--learning_rate", "5e-3", "--num_train_epochs", "4",
+    "--embedding_dim", "32", "--num_filters", "32", "--kernel_sizes", "1", "2",
+    "--per_device_train_batch_size", "16", "--learning_rate", "1e-2", "--num_train_epochs", "8",
     "--max_length", "32", "--label_smoothing_factor", "0", "--disable_tqdm", "true",
 ]  # fmt: skip
 

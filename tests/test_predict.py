@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, QUICK_TEXTCNN, read_jsonl
+from conftest import FIXTURES, QUICK_TEXTCNN, SAME_TEXT_TOLERANCE, read_jsonl
 from sklearn import metrics as sklearn_metrics
 from test_train import make_tiny_bert
 from transformers import pipeline
@@ -122,7 +122,7 @@ def test_length_sorted_batches_come_back_in_input_order(textcnn_run, tmp_path):
     assert [row["text"] for row in batched] == texts
     for row, alone in zip(batched, one_by_one, strict=True):
         assert row["label"] == alone["label"]
-        assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+        assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=SAME_TEXT_TOLERANCE)
 
 
 def test_batches_are_padded_little_and_hold_every_text_once(textcnn_run):
@@ -421,7 +421,9 @@ def test_pipeline_loads_a_textcnn_run(textcnn_run, tmp_path):
     rows = predict(["--model", str(textcnn_run), "--input", str(TEST_FILE), "--top_k", "all"], tmp_path / "p.jsonl")
     for scores, row in zip(from_pipeline, rows, strict=True):
         assert scores[0]["label"] == row["label"]
-        assert {entry["label"]: entry["score"] for entry in scores} == pytest.approx(row["probabilities"], abs=1e-5)
+        assert {entry["label"]: entry["score"] for entry in scores} == pytest.approx(
+            row["probabilities"], abs=SAME_TEXT_TOLERANCE
+        )
 
 
 def test_pipeline_and_predict_on_a_bert_run(bert_run, tmp_path):
