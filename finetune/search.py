@@ -25,6 +25,7 @@ process died is run again once its heartbeat is overdue, and finished selection 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import shutil
@@ -276,10 +277,7 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
         pruner=make_pruner(args.pruner),
         load_if_exists=True,
     )
-    # A fresh study samples from the run's seed. A continued study, or a worker, must not repeat the draws made
-    # before it (a seeded sampler starts over): it seeds from the trials there are and its process.
-    offset = len(study.trials) + (os.getpid() if args.worker else 0)
-    study.sampler = optuna.samplers.TPESampler(seed=search.seed + offset)
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(search.seed, len(study.trials), args.worker))
     described = {name: vars(spec) for name, spec in space.items()}
     recorded = study.user_attrs.get("space")
     if recorded is None:
@@ -325,6 +323,18 @@ def finished(study) -> list:
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def sampler_seed(seed: int, trials: int, worker: bool, process: tuple[str, int] | None = None) -> int:
+    """The seed of a process's sampler. A fresh study samples from the run's seed, so its trials repeat. A continued
+    study must not repeat the draws made before it (a seeded sampler starts over): seed + the trials there are.
+    Workers draw at once, so each mixes in its machine and process: a plain sum of seed, trials and pid gave two
+    workers with consecutive pids, one of them started a trial later, the same seed, and so the same trials."""
+    if not worker:
+        return seed + trials
+    host, pid = process or (socket.gethostname(), os.getpid())
+    digest = hashlib.sha256(f"{seed}/{trials}/{host}/{pid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def running(study) -> list:

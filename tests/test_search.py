@@ -205,6 +205,17 @@ def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(databas
     ]
     assert all((search_dir / f"trial-{number}" / "best.json").is_file() for number in range(4))
     assert len({trial.user_attrs["worker"] for trial in trials}) == 2
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 4  # no draw made twice
+
+
+def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
+    from finetune.search import sampler_seed
+
+    assert sampler_seed(42, 0, worker=False) == 42 and sampler_seed(42, 5, worker=False) == 47
+    # Consecutive pids, one worker opening the study a trial later: seed + trials + pid was 1537 for both.
+    assert sampler_seed(42, 1, True, ("host", 1494)) != sampler_seed(42, 0, True, ("host", 1495))
+    seeds = {sampler_seed(42, trials, True, (host, pid)) for trials in range(3) for host in "ab" for pid in range(50)}
+    assert len(seeds) == 300 and all(0 <= seed < 2**32 for seed in seeds)
 
 
 @pytest.mark.parametrize(
