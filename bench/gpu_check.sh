@@ -11,8 +11,10 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     datasets==5.2.0 evaluate==0.4.6 optuna==5.1.0 alembic==1.20.1 SQLAlchemy==2.1.9 colorlog==6.12.0 \
-#     Mako==1.4.3 greenlet==3.5.6 multiprocess==0.70.19 dill==0.4.1 transformers==5.24.0 fsspec==2026.9.0
-# and data/chinese_sentiment/*.jsonl (./run.sh prepare) travel beside it.
+#     Mako==1.4.3 greenlet==3.5.6 multiprocess==0.70.19 dill==0.4.1 transformers==5.24.0 fsspec==2026.9.0 \
+#     tokenizers==0.23.3
+# (tokenizers 0.23.3: the image's 0.23.2 drops windows, and long_text: windows refuses it), and
+# data/chinese_sentiment/*.jsonl (./run.sh prepare) travel beside it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMALL=${SMALL:-0}
