@@ -23,7 +23,7 @@ from finetune import cache
 from finetune.config import DataArguments
 from finetune.data import keys
 from finetune.data.splits import LABELS, RawData, release_mapped_pages
-from finetune.data.windows import TEXT_INDEX, check_overflow, check_window_stride, window_owners
+from finetune.data.windows import TEXT_INDEX, check_window_stride, window_owners
 from finetune.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ def encode_windows(
     """Every window of max_length tokens of each text, consecutive ones sharing ``stride`` tokens (see
     finetune/data/windows.py), not padded; and for each window the index of its text in ``texts``."""
     names = names or tokenizer.model_input_names
-    check_overflow()
     encodings = backend_encodings(tokenizer, texts, None, max_length, names, stride)
     if encodings is None:
         raise UserError(
