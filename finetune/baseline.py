@@ -103,7 +103,8 @@ def make_hasher(settings: BaselineSettings):
 
 
 def fit_features(settings: BaselineSettings, batches: Iterator[list[str]]):
-    """The features fitted on the training texts (given batch by batch), and the training rows' feature matrix."""
+    """The features fitted on the training texts (given batch by batch), and the training rows' feature matrix;
+    the features are None when no n-gram occurs in two training rows."""
     import scipy.sparse
     from sklearn.feature_extraction.text import TfidfTransformer
 
@@ -111,6 +112,8 @@ def fit_features(settings: BaselineSettings, batches: Iterator[list[str]]):
     counts = scipy.sparse.vstack([hasher.transform(texts) for texts in batches], format="csr")
     kept = np.flatnonzero(np.bincount(counts.indices, minlength=HASH_BUCKETS) >= MIN_ROWS)
     counts = counts[:, kept]
+    if not kept.size:  # no features to weight: the caller skips the baseline
+        return None, counts
     tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
     return Features(hasher, kept, tfidf), tfidf.transform(counts)
 
@@ -209,8 +212,11 @@ def fit_baseline(
             yield joined_texts(batch, text_columns)
 
     featurizer, features = fit_features(settings, batches())
-    if features.shape[1] == 0:
-        logger.info("baseline: skipped, no n-gram occurs in two training rows")
+    if featurizer is None:
+        hint = " (words are split at spaces: for text without them, tokenizer_level: char)" * (
+            settings.analyzer == "word"
+        )
+        logger.info("baseline: skipped, no n-gram occurs in two training rows%s", hint)
         return None
     labels = np.concatenate(targets)
     classifiers = {}

@@ -174,7 +174,10 @@ class ModelArguments:
     )
     tokenizer_level: Literal["char", "word"] = field(
         default="char",
-        metadata={"help": "TextCNN vocabulary: characters (right for Chinese) or whitespace-separated words."},
+        metadata={
+            "help": "TextCNN vocabulary: characters (right for Chinese) or words, split at spaces and punctuation "
+            "(text without spaces reads as one word per clause; the run warns when many tokens are [UNK])."
+        },
     )
     min_frequency: int = field(
         default=1,

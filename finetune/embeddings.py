@@ -27,6 +27,7 @@ from finetune.errors import UserError
 logger = logging.getLogger(__name__)
 
 VOCABULARY_SUFFIXES = (".vocab", ".vocab.txt")
+UNKNOWN_WARNING = 0.2  # the share of [UNK] training tokens from which a run warns
 
 
 def open_text(path: Path) -> io.TextIOBase:
@@ -182,14 +183,54 @@ def load_pretrained_embeddings(model, tokenizer, path: str, train: Dataset, free
     embeddings.weight.requires_grad_(not freeze)
 
 
-def log_unknown_tokens(train: Dataset, tokenizer, checkpoint: str) -> None:
-    """How many training tokens a checkpoint's kept vocabulary reads as [UNK]."""
-    counts = token_counts(train, len(tokenizer))
-    unknown, total = int(counts[tokenizer.unk_token_id]), int(counts.sum())
+def log_unknown_tokens(splits: dict[str, Dataset], tokenizer, model_args) -> None:
+    """How many tokens of the training and validation texts the vocabulary reads as [UNK]; a warning saying what to
+    change when they are many. A vocabulary built from the training texts covers them (but for rare tokens): the
+    validation share tells how much of unseen text it reads."""
+    if tokenizer.unk_token_id is None:  # byte-level tokenizers (GPT-2, Llama, ...) read every text
+        return
+    shares = {}
+    for split in ("train", "validation"):
+        if split in splits:
+            counts = token_counts(splits[split], len(tokenizer))
+            if tokenizer.pad_token_id not in (None, tokenizer.unk_token_id):  # padding: max_length stores it
+                counts[tokenizer.pad_token_id] = 0
+            shares[split] = (int(counts[tokenizer.unk_token_id]), int(counts.sum()))
+    checkpoint = model_args.model_name_or_path
     logger.info(
-        "vocabulary of %s kept: %d of the %d training tokens (%.1f%%) are not in it and read as [UNK]",
-        checkpoint,
-        unknown,
-        total,
-        100 * unknown / max(total, 1),
+        "vocabulary %s: %s tokens; read as [UNK]: %s",
+        f"of {checkpoint}" if checkpoint else "built from the training texts",
+        f"{len(tokenizer):,}",
+        ", ".join(
+            f"{unknown:,} of {total:,} {split} tokens ({percent(unknown, total)})"
+            for split, (unknown, total) in shares.items()
+        ),
     )
+    worst = max(shares, key=lambda split: shares[split][0] / max(shares[split][1], 1))
+    unknown, total = shares[worst]
+    if unknown >= UNKNOWN_WARNING * max(total, 1):
+        logger.warning(
+            "%s of the %s tokens are [UNK], which the model cannot tell apart: %s",
+            percent(unknown, total),
+            worst,
+            unknown_hint(model_args),
+        )
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100 * part / max(whole, 1):.1f}%"
+
+
+def unknown_hint(model_args) -> str:
+    if model_args.model_type == "pretrained":
+        if model_args.extend_vocabulary:
+            return "a larger extend_vocabulary, or a lower min_frequency, adds more of them as new tokens."
+        return "extend_vocabulary: N adds the N most frequent of them as new tokens (docs/pretrained.md)."
+    if model_args.model_name_or_path:
+        return "the checkpoint's vocabulary is kept; a TextCNN without model_name_or_path builds one from these texts."
+    if model_args.tokenizer_level == "word":
+        return (
+            "tokenizer_level word splits texts at spaces and punctuation; for text written without spaces (Chinese, "
+            "Japanese), tokenizer_level: char. A lower min_frequency or a larger max_vocab_size keeps more words."
+        )
+    return "a lower min_frequency or a larger max_vocab_size keeps more of them."

@@ -245,7 +245,8 @@ def train(
     model = build_model(model_args, tokenizer, prepared)
     if model.config.model_type == "textcnn" and model_args.model_name_or_path:
         check_kernel_fits(data_args.max_length, model.config.kernel_sizes)
-        log_unknown_tokens(tokenized["train"], tokenizer, model_args.model_name_or_path)
+    if training_args.process_index == 0:
+        log_unknown_tokens(tokenized, tokenizer, model_args)
     if model_args.pretrained_embeddings:
         load_pretrained_embeddings(
             model, tokenizer, model_args.pretrained_embeddings, tokenized["train"], model_args.freeze_embeddings

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import random
 
 import numpy as np
 import pytest
@@ -83,7 +84,9 @@ def test_a_run_reports_the_baseline_that_scikit_learn_fits(data_args, reviews, t
     assert results["baseline_test_accuracy"] == baseline["test_accuracy"]
     assert results["baseline_eval_f1"] == baseline["eval_f1"] and "test_accuracy" in results
     comparison = f"baseline {baseline['test_accuracy']:.4f}, this model {results['test_accuracy']:.4f}"
-    assert comparison in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert comparison in log
+    assert "vocabulary built from the training texts" in log and "cannot tell apart" not in log
     assert comparison in (run / "best" / "README.md").read_text()
     assert report_main([str(run)]) == 0
     assert f"test {comparison}" in capsys.readouterr().out
@@ -116,6 +119,28 @@ def test_a_large_training_split_is_subsampled_and_says_so(reviews, caplog):
     raw.close()
     assert baseline["train_samples"] == 120 and baseline["train_rows"] == 200
     assert "fitted on a random 120 of the 200 training rows" in caplog.text
+
+
+def test_text_without_spaces_read_as_words_warns_and_skips_the_baseline(data_args, tmp_path, capsys):
+    """Chinese without punctuation read by a word tokenizer: every text is one token, none of the validation's in the
+    vocabulary, and no word in two training rows for the baseline. The run says what to change and still finishes."""
+    generator = random.Random(0)
+    files = []
+    for split, rows in (("train", 60), ("validation", 20)):
+        path = tmp_path / f"{split}.jsonl"
+        texts = ("".join(generator.choices("好差棒烂很不是的了", k=12)) for _ in range(rows))
+        path.write_text("".join(json.dumps({"text": text, "label": i % 2}) + "\n" for i, text in enumerate(texts)))
+        files += [f"--{split}_file", str(path)]
+    args = (
+        data_args + QUICK_TEXTCNN + files + ["--test_file", "", "--num_train_epochs", "1", "--tokenizer_level", "word"]
+    )
+    assert train_main(args) == 0
+    log = capsys.readouterr().out
+    assert "100.0% of the validation tokens are [UNK], which the model cannot tell apart" in log
+    assert "for text written without spaces (Chinese, Japanese), tokenizer_level: char" in log
+    assert "baseline: skipped, no n-gram occurs in two training rows" in log
+    run = tmp_path / "run"
+    assert (run / "best.json").is_file() and not (run / "baseline_results.json").exists()
 
 
 def test_baseline_none_fits_nothing(data_args):

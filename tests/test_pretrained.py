@@ -151,7 +151,7 @@ def test_a_textcnn_run_goes_on_from_an_earlier_best_with_its_vocabulary(data_arg
     encoded = tokenizer([row["text"] + "鑫淼" for row in rows], truncation=True, max_length=128)["input_ids"]
     expected = sum(ids.count(tokenizer.unk_token_id) for ids in encoded)
     assert expected >= 2 * len(rows)  # at least the two new characters of every row
-    assert f" {expected} of the {sum(map(len, encoded))} training tokens" in log
+    assert f"read as [UNK]: {expected:,} of {sum(map(len, encoded)):,} train tokens" in log
 
 
 def write_vectors(tmp_path, tokens: list[str], vectors: np.ndarray) -> dict[str, Path]:
