@@ -213,7 +213,7 @@ def log_unknown_tokens(splits: dict[str, Dataset], tokenizer, model_args) -> Non
             "%s of the %s tokens are [UNK], which the model cannot tell apart: %s",
             percent(unknown, total),
             worst,
-            unknown_hint(model_args),
+            unknown_hint(model_args, worst),
         )
 
 
@@ -221,16 +221,24 @@ def percent(part: int, whole: int) -> str:
     return f"{100 * part / max(whole, 1):.1f}%"
 
 
-def unknown_hint(model_args) -> str:
+def unknown_hint(model_args, split: str) -> str:
     if model_args.model_type == "pretrained":
         if model_args.extend_vocabulary:
             return "a larger extend_vocabulary, or a lower min_frequency, adds more of them as new tokens."
         return "extend_vocabulary: N adds the N most frequent of them as new tokens (docs/pretrained.md)."
     if model_args.model_name_or_path:
         return "the checkpoint's vocabulary is kept; a TextCNN without model_name_or_path builds one from these texts."
+    unit = "words" if model_args.tokenizer_level == "word" else "characters"
+    if split == "train":
+        remedy = f"a lower min_frequency or a larger max_vocab_size keeps more {unit}."
+    else:
+        remedy = (
+            f"they are {unit} that the training texts lack, or have fewer than min_frequency times: more training "
+            f"texts, a lower min_frequency, or pretrained_embeddings with pretrained_vocabulary_size (docs/pretrained.md)."
+        )
     if model_args.tokenizer_level == "word":
         return (
             "tokenizer_level word splits texts at spaces and punctuation; for text written without spaces (Chinese, "
-            "Japanese), tokenizer_level: char. A lower min_frequency or a larger max_vocab_size keeps more words."
+            f"Japanese), tokenizer_level: char; else {remedy}"
         )
-    return "a lower min_frequency or a larger max_vocab_size keeps more of them."
+    return remedy

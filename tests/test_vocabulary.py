@@ -1,13 +1,19 @@
-"""extend_vocabulary: a pretrained tokenizer learns the training texts' unknown characters."""
+"""extend_vocabulary: a pretrained tokenizer learns the training texts' unknown characters; every run counts the
+tokens its vocabulary reads as [UNK]."""
 
 import json
+import logging
 from collections import Counter
+from types import SimpleNamespace
 
+from datasets import Dataset
 from safetensors.torch import load_file
 from test_train import make_tiny_bert
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from finetune.embeddings import log_unknown_tokens
 from finetune.models.bert import extend_vocabulary
+from finetune.tokenizer import build_vocab_tokenizer
 from finetune.train import main as train_main
 
 MISSING = set("好差棒烂")  # characters the tiny BERT's vocabulary lacks
@@ -64,3 +70,26 @@ def test_training_with_extended_vocabulary_saves_resized_embeddings(reviews, dat
     assert embedding.shape[0] == len(tokenizer)
     hyperparameters = (best / "README.md").read_text(encoding="utf-8").split("### Training hyperparameters")[1]
     assert "- extend_vocabulary: 100\n" in hyperparameters and "- min_frequency: 1\n" in hyperparameters
+
+
+def test_the_unknown_share_leaves_padding_out_and_the_warning_names_the_split_and_the_remedy(caplog):
+    tokenizer = build_vocab_tokenizer(["好很", "很好"], level="char")
+    splits = {
+        split: Dataset.from_dict({"input_ids": [tokenizer(text, padding="max_length", max_length=8)["input_ids"]]})
+        for split, text in (("train", "很好"), ("validation", "很差差差"))
+    }
+    textcnn = SimpleNamespace(model_type="textcnn", model_name_or_path=None, tokenizer_level="char")
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_unknown_tokens(splits, tokenizer, textcnn)
+    assert "read as [UNK]: 0 of 2 train tokens (0.0%), 3 of 4 validation tokens (75.0%)" in caplog.text
+    assert "75.0% of the validation tokens are [UNK]" in caplog.text
+    assert "characters that the training texts lack" in caplog.text
+    caplog.clear()
+    pretrained = SimpleNamespace(model_type="pretrained", model_name_or_path="bert", extend_vocabulary=0)
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_unknown_tokens({"train": splits["validation"]}, tokenizer, pretrained)
+    assert "vocabulary of bert: 4 tokens" in caplog.text and "extend_vocabulary: N adds" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_unknown_tokens({"train": splits["train"]}, tokenizer, textcnn)
+    assert "read as [UNK]: 0 of 2 train tokens" in caplog.text and "cannot tell apart" not in caplog.text
