@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune.errors import UserError
 from finetune.search_results import finish
-from finetune.search_space import Spec, check_pairs, encode, load_space, param_flags
+from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, encode, load_space, param_flags
 
 logger = logging.getLogger("finetune")
 
@@ -221,6 +221,13 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         namespace.seed,
         baseline=namespace.baseline,
     )
+    if namespace.seeds:
+        logger.info(
+            "search: the config's seeds %s are for finetune train (and best.yaml): each trial trains once, with seed "
+            "%d, and the top_k trials again with --selection_seeds more",
+            namespace.seeds,
+            namespace.seed,
+        )
     from finetune.config import resolve_model_type
 
     kind = resolve_model_type(namespace.model_type, namespace.model_name_or_path)
@@ -235,6 +242,8 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         where = f"Search space {space_path}: {name}"
         if name not in known:
             raise UserError(f"Search space {space_path}: unknown key {name}. See `finetune train --help`.")
+        if name in NOT_SEARCHED:
+            raise UserError(f"{where} cannot be searched: {NOT_SEARCHED[name]}.")
         check_yaml_values({name: value}, parser, str(space_path))
         try:  # the value as a whole run would take it: the argument classes' own checks
             search.arguments({name: value}, search_dir / "trial-check")

@@ -57,7 +57,7 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
             }
         )
         logger.info(
-            "selection: trial %d, %s over %d seeds: %.4f ± %.4f",
+            "selection: trial %d, %s over %d seed(s): %.4f ± %.4f",
             trial.number,
             search.metric,
             len(values),
@@ -83,7 +83,7 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
     }
     write_json_atomically(search.search_dir / SEARCH_FILE, document)
     logger.info(
-        "winner: trial %d %s, %s %.4f over %d seeds -> %s",
+        "winner: trial %d %s, %s %.4f over %d seed(s) -> %s",
         winner["trial"],
         winner["params"],
         search.metric,

@@ -9,6 +9,27 @@ from dataclasses import dataclass
 from finetune.errors import UserError
 
 SPEC_KEYS = {"low", "high", "log", "step"}
+# Arguments of finetune train that a search space may not hold, and why: the search sets them for every trial, or
+# they would change what the trials are compared on.
+NOT_SEARCHED = {
+    **dict.fromkeys(
+        ("seed", "seeds", "data_seed"),
+        "the search sets the seeds (each trial the config's seed, the top_k trials --selection_seeds more); a "
+        "searched seed would pick a lucky one",
+    ),
+    **dict.fromkeys(
+        ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "resume", "disable_tqdm"),
+        "the search sets it for every trial (trials go under --search_dir; a stopped search resumes with the same "
+        "command)",
+    ),
+    "baseline": "the search fits the baseline once, beside the winner; set it in the config",
+    **dict.fromkeys(
+        ("metric_for_best_model", "greater_is_better", "validation_file", "validation_split_percentage"),
+        "it changes what the trials are compared on; set it in the config",
+    ),
+    "max_eval_samples": "it changes what the trials are compared on; set it in the config",
+    "test_file": "the test split is scored once, for the winner; set it in the config",
+}
 
 
 @dataclass

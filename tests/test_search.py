@@ -228,6 +228,9 @@ def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
         ({"wide_ngram_buckets": [1, 1024]}, "wide_ngram_buckets: 1 is refused"),
         ({"num_filters": {"low": 8, "hihg": 16}}, "num_filters: a range is {low: L, high: H}"),
         ({"label_smoothing_factor": {"low": 0.0, "high": 0.2}}, "label_smoothing_factor changes eval_loss"),
+        ({"seed": [1, 2]}, "seed cannot be searched: the search sets the seeds"),
+        ({"output_dir": ["a", "b"]}, "output_dir cannot be searched: the search sets it for every trial"),
+        ({"metric_for_best_model": ["eval_loss", "eval_f1"]}, "metric_for_best_model cannot be searched"),
     ],
 )
 def test_a_bad_search_space_exits_2_naming_the_key(space, message, config, tmp_path, capsys):
