@@ -4,6 +4,7 @@ best checkpoint marked, saved as OUTPUT_DIR/curves.png, and a one-screen text su
     finetune report outputs/textcnn
     finetune report outputs/textcnn --output textcnn-curves.png
     finetune report outputs/textcnn/checkpoint-120     # the run up to that step: outputs/textcnn/curves-checkpoint-120.png
+    finetune report outputs/textcnn/search             # a finetune search: the winner, the selection, the trials
 
 Training writes curves.png at the end of every run; this command redraws it and prints the summary.
 """
@@ -69,6 +70,8 @@ def read_history(output_dir: str | Path) -> RunHistory:
     if not state_path.is_file():
         seeds = sorted(path.name for path in output_dir.glob("seed-*"))
         hint = f" It holds the runs {', '.join(seeds)}: report on one of them." if seeds else ""
+        if (output_dir / "search").is_dir():
+            hint += f" It holds a search: finetune report {output_dir / 'search'}."
         raise UserError(f"{output_dir} has no {TRAINER_STATE_FILE}; is it the output_dir of a finished run?{hint}")
     state = json.loads(state_path.read_text(encoding="utf-8"))
     history = RunHistory(output_dir, global_step=state.get("global_step", 0), epoch=state.get("epoch") or 0.0)
@@ -257,10 +260,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune report",
         description="Plot a run's train loss, eval loss and eval metrics against steps (best checkpoint marked) "
-        "and print a summary of the run.",
+        "and print a summary of the run; for the folder of a finetune search, print a summary of the search.",
         epilog="Example: finetune report outputs/textcnn",
     )
-    parser.add_argument("output_dir", help="output_dir of a run (it holds trainer_state.json), or a checkpoint-N")
+    parser.add_argument(
+        "output_dir",
+        help="output_dir of a run (it holds trainer_state.json), a checkpoint-N, or the folder of a finetune search",
+    )
     parser.add_argument(
         "--output",
         help="where to save the plot (default: OUTPUT_DIR/curves.png; for RUN/checkpoint-N, RUN/curves-checkpoint-N.png)",
@@ -270,6 +276,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    from finetune.search_report import format_search_summary, is_search_dir, read_search
+
+    directory = Path(args.output_dir)
+    if is_search_dir(directory) and not (directory / TRAINER_STATE_FILE).is_file():
+        if args.output:
+            raise UserError(f"--output is for a run's curves; the plots of the search in {directory} are beside it.")
+        print(format_search_summary(directory, read_search(directory)))
+        return 0
     history = read_history(args.output_dir)
     path = plot_curves(history, check_plot_file(args.output) if args.output else None)
     print(format_summary(history))

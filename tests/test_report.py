@@ -96,6 +96,41 @@ def test_report_errors(tmp_path, capsys):
     assert "It holds the runs seed-1, seed-2" in capsys.readouterr().err
 
 
+def test_a_search_report_ranks_pruned_trials_by_their_last_value(tmp_path, capsys):
+    """A search whose trials were pruned: ranked after the finished ones, by the last value they reported, with how
+    far they trained. (The search itself is reported in tests/test_search.py; this document is written here to have
+    pruned trials of known values.)"""
+    (tmp_path / "study.db").write_bytes(b"")
+    assert cli_main(["report", str(tmp_path)]) == 2
+    assert "holds a search that has not finished" in capsys.readouterr().err
+
+    def trial(number, state, value, reported):
+        return {"number": number, "state": state, "params": {"learning_rate": 0.00123456}, "value": value,
+                "seconds": 61.0, "intermediate_values": reported}  # fmt: skip
+
+    selection = {"trial": 2, "params": {"learning_rate": 0.002}, "values": {"42": 0.3, "43": 0.32}, "mean": 0.31,
+                 "std": 0.0141, "shipped": False}  # fmt: skip
+    document = {
+        "study": "s", "objective": "eval_loss", "direction": "minimize", "n_trials": 4, "test": {},
+        "trials": [trial(0, "pruned", None, {"25%": 0.9, "50%": 0.8}), trial(1, "pruned", None, {"25%": 0.7}),
+                   trial(2, "complete", 0.3, {"100%": 0.3}), trial(3, "fail", None, {})],
+        "selection": [selection], "winner": {**selection, "config": "best.yaml"}, "baseline": None, "plots": {},
+    }  # fmt: skip
+    (tmp_path / "search.json").write_text(json.dumps(document))
+    assert cli_main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "trials     4: 2 pruned, 1 complete, 1 fail; 0:04:04 of training" in out
+    rows = out.split("trials (finished first, by eval_loss; all)")[1].splitlines()[2:]
+    assert [row.split()[:4] for row in rows] == [
+        ["2", "complete", "0.3000", "100%"],
+        ["1", "pruned", "0.7000", "25%"],
+        ["0", "pruned", "0.8000", "50%"],
+        ["3", "fail", "-", "-"],
+    ]
+    assert rows[0].endswith("learning_rate 0.00123")
+    assert "winner     trial 2: eval_loss 0.3100 ± 0.0141 over 2 seed(s) -> best.yaml" in out
+
+
 def test_report_output_names(run, tmp_path, capsys):
     assert cli_main(["report", str(run), "--output", str(tmp_path / "curves.xyz")]) == 2
     assert "matplotlib cannot write '.xyz' files" in capsys.readouterr().err

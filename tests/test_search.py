@@ -61,7 +61,7 @@ def search_command(config: Path, space: Path, search_dir: Path, *extra: str) -> 
     return ["--config", str(config), "--search_space", str(space), "--search_dir", str(search_dir), *extra]
 
 
-def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_path):
+def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_path, capsys):
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "2")
     assert search_main(argv + ["--selection_seeds", "1"]) == 0
@@ -110,6 +110,24 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     assert model_args.kernel_sizes == winner["params"]["kernel_sizes"]
     assert training_args.learning_rate == winner["params"]["learning_rate"]
     assert model_args.embedding_dim == 16 and data_args.test_file.endswith("reviews_test.jsonl")
+
+    # finetune report on the search folder: the winner, its test score, the selection and every trial.
+    capsys.readouterr()
+    assert cli_main(["report", str(search_dir)]) == 0
+    report = capsys.readouterr().out
+    assert f"winner     trial {winner['trial']}" in report and f"eval_loss {winner['mean']:.4f}" in report
+    assert f"test       accuracy {document['test']['test_accuracy']:.4f}" in report
+    for entry in selection:
+        assert f"{entry['trial']:>6} {entry['mean']:>8.4f}" in report
+    for trial in trials:
+        value = (
+            f"{trial['value']:.4f}"
+            if trial["value"] is not None
+            else f"{list(trial['intermediate_values'].values())[-1]:.4f}"
+        )
+        assert f"{trial['number']:>6} {trial['state']:>9} {value:>10}" in report
+    assert cli_main(["report", str(tmp_path)]) == 2  # the folder above: no run there, and the search named
+    assert f"It holds a search: finetune report {search_dir}." in capsys.readouterr().err
 
 
 def run_search(argv: list[str], log: Path) -> subprocess.Popen:
