@@ -24,10 +24,15 @@ NOT_SEARCHED = {
     ),
     "baseline": "the search fits the baseline once, beside the winner; set it in the config",
     **dict.fromkeys(
-        ("metric_for_best_model", "greater_is_better", "validation_file", "validation_split_percentage"),
+        (
+            "metric_for_best_model",
+            "greater_is_better",
+            "validation_file",
+            "validation_split_percentage",
+            "max_eval_samples",
+        ),
         "it changes what the trials are compared on; set it in the config",
     ),
-    "max_eval_samples": "it changes what the trials are compared on; set it in the config",
     "test_file": "the test split is scored once, for the winner; set it in the config",
 }
 
