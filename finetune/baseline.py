@@ -219,6 +219,13 @@ def fit_baseline(
         logger.info("baseline: skipped, no n-gram occurs in two training rows%s", hint)
         return None
     labels = np.concatenate(targets)
+    if not raw.multi_label and np.unique(labels).size < 2:  # a subsample can miss every other label
+        logger.info(
+            "baseline: skipped, the %s training rows it was fitted on have one label (baseline_max_train_samples: "
+            "more rows)",
+            f"{len(train):,}",
+        )
+        return None
     classifiers = {}
     with warnings.catch_warnings():
         # A label without positive rows (multi-label) leaves a constant one-vs-rest model, as intended.

@@ -120,6 +120,13 @@ def test_a_large_training_split_is_subsampled_and_says_so(reviews, caplog):
     assert baseline["train_samples"] == 120 and baseline["train_rows"] == 200
     assert "fitted on a random 120 of the 200 training rows" in caplog.text
 
+    # So few rows that they have one label (seed 1 draws three of one): no classifier to fit, the run goes on.
+    raw = load_raw_splits(data_args, seed=1)
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        assert fit_baseline(raw, ["text"], "char", True, seed=1, max_train_rows=3) is None
+    raw.close()
+    assert "skipped, the 3 training rows it was fitted on have one label" in caplog.text
+
 
 def test_text_without_spaces_read_as_words_warns_and_skips_the_baseline(data_args, tmp_path, capsys):
     """Chinese without punctuation read by a word tokenizer: every text is one token, none of the validation's in the
