@@ -185,6 +185,13 @@ def run_baseline(
             training_args.baseline_max_train_samples,
             threshold=initial_threshold(training_args.threshold),
         )
+    except Exception as error:  # a comparison beside the model: its failure must not cost the end of the run
+        logger.warning(
+            "baseline: failed, the run goes on without it (%s: %s); baseline: none skips it",
+            type(error).__name__,
+            error,
+        )
+        results = None
     finally:
         raw.close()
     if results:

@@ -150,6 +150,21 @@ def test_text_without_spaces_read_as_words_warns_and_skips_the_baseline(data_arg
     assert (run / "best.json").is_file() and not (run / "baseline_results.json").exists()
 
 
+def test_a_failing_baseline_costs_the_run_nothing(data_args, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise MemoryError("no room for the matrix")
+
+    monkeypatch.setattr("finetune.train.fit_baseline", fail)
+    assert train_main(data_args + QUICK_TEXTCNN + ["--num_train_epochs", "1"]) == 0
+    assert (
+        "baseline: failed, the run goes on without it (MemoryError: no room for the matrix)" in capsys.readouterr().out
+    )
+    run = tmp_path / "run"
+    assert (run / "best.json").is_file() and (run / "best" / "README.md").is_file()
+    assert not (run / "baseline_results.json").exists()
+    assert "test_accuracy" in json.loads((run / "all_results.json").read_text())
+
+
 def test_baseline_none_fits_nothing(data_args):
     model_args, data, training_args = parse_args(data_args + ["--baseline", "none"])
     assert run_baseline(model_args, data, training_args) is None
