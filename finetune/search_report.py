@@ -75,10 +75,11 @@ def format_search_summary(directory: Path, search: dict) -> str:
         lines.append(f"test       {shown} ({search['test'].get('samples', '?')} examples, scored once)")
     baseline = search.get("baseline") or {}
     if baseline:
+        first = "subset_accuracy" if "eval_subset_accuracy" in baseline else "accuracy"  # as comparison() picks
         scores = [
-            f"{split} accuracy {baseline[f'{prefix}_accuracy']:.4f}"
+            f"{split} {first.replace('_', ' ')} {baseline[f'{prefix}_{first}']:.4f}"
             for prefix, split in (("eval", "validation"), ("test", "test"))
-            if f"{prefix}_accuracy" in baseline
+            if f"{prefix}_{first}" in baseline
         ]
         lines.append(f"baseline   {baseline['model']}, C {baseline['C']:g}: {', '.join(scores)}")
 

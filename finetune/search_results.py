@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.files import write_json_atomically
 from finetune.search_space import decode
@@ -95,8 +96,8 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
         logger.info(
             "winner on the test split: %s", ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k != "samples")
         )
-    if baseline and "test_accuracy" in baseline and "test_accuracy" in test:
-        logger.info("test accuracy: baseline %.4f, the winner %.4f", baseline["test_accuracy"], test["test_accuracy"])
+    if compared := comparison(test, baseline, "test"):  # accuracy, or subset accuracy for multi-label data
+        logger.info("against the baseline: test: %s", compared.replace("this model", "the winner"))
     return document
 
 
