@@ -126,6 +126,8 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
             else f"{list(trial['intermediate_values'].values())[-1]:.4f}"
         )
         assert f"{trial['number']:>6} {trial['state']:>9} {value:>10}" in report
+    assert cli_main(["evaluate", "--model", str(search_dir), "--test_file", data_args.test_file]) == 2
+    assert f"It holds a finetune search, whose winner's run is {winner['output_dir']}." in capsys.readouterr().err
     assert cli_main(["report", str(tmp_path)]) == 2  # the folder above: no run there, and the search named
     assert f"It holds a search: finetune report {search_dir}." in capsys.readouterr().err
 
