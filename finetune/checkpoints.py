@@ -157,11 +157,9 @@ def resolve_model_dir(path: str | Path) -> Path:
         return check_model_dir(directory)
     found = sorted(path.name for pattern in ("checkpoint-*", "seed-*", BEST_DIR) for path in directory.glob(pattern))
     hint = f" It holds {', '.join(found)}: pass one of them." if found else ""
-    if (directory / "search.json").is_file():  # finetune search's folder: the winner's run is one of its trials
-        try:
-            winner = json.loads((directory / "search.json").read_text(encoding="utf-8"))["winner"]["output_dir"]
-        except (OSError, ValueError, KeyError, TypeError):
-            winner = "named in its search.json"
+    from finetune.search_report import winner_run  # here: it imports this module
+
+    if winner := winner_run(directory):  # finetune search's folder: the winner's run is one of its trials
         hint += f" It holds a finetune search, whose winner's run is {winner}."
     raise UserError(f"{directory} has no {BEST_FILE} and no {CONFIG_FILE}, so it is neither a run nor a model.{hint}")
 

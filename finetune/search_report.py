@@ -9,8 +9,10 @@ objective (a pruned trial by the last value it reported, with the share of train
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
+from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.report import format_duration
 from finetune.search import STUDY_FILE
@@ -21,6 +23,14 @@ MAX_TRIALS_SHOWN = 10
 
 def is_search_dir(directory: Path) -> bool:
     return (directory / SEARCH_FILE).is_file() or (directory / STUDY_FILE).is_file()
+
+
+def winner_run(directory: Path) -> str | None:
+    """The winner's run folder that the search in ``directory`` names, or None."""
+    try:
+        return json.loads((directory / SEARCH_FILE).read_text(encoding="utf-8"))["winner"]["output_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_search(directory: Path) -> dict:
@@ -53,9 +63,7 @@ def last_value(trial: dict) -> tuple[float | None, str]:
 def format_search_summary(directory: Path, search: dict) -> str:
     objective, lower = search["objective"], search["direction"] == "minimize"
     trials = search["trials"]
-    states = {}
-    for trial in trials:
-        states[trial["state"]] = states.get(trial["state"], 0) + 1
+    states = Counter(trial["state"] for trial in trials)
     seconds = sum(trial.get("seconds") or 0 for trial in trials)
     lines = [
         f"search     {directory} (study {search['study']}): {objective}, {'lower' if lower else 'higher'} is better",
@@ -75,13 +83,8 @@ def format_search_summary(directory: Path, search: dict) -> str:
         lines.append(f"test       {shown} ({search['test'].get('samples', '?')} examples, scored once)")
     baseline = search.get("baseline") or {}
     if baseline:
-        first = "subset_accuracy" if "eval_subset_accuracy" in baseline else "accuracy"  # as comparison() picks
-        scores = [
-            f"{split} {first.replace('_', ' ')} {baseline[f'{prefix}_{first}']:.4f}"
-            for prefix, split in (("eval", "validation"), ("test", "test"))
-            if f"{prefix}_{first}" in baseline
-        ]
-        lines.append(f"baseline   {baseline['model']}, C {baseline['C']:g}: {', '.join(scores)}")
+        compared = comparison(search.get("test", {}), baseline, "test").replace("this model", "the winner")
+        lines.append(f"baseline   {baseline['model']}, C {baseline['C']:g}{f': test {compared}' * bool(compared)}")
 
     lines += ["", f"selection ({objective}, mean over seeds)", f"{'trial':>6} {'mean':>8} {'std':>8}  seeds"]
     for entry in search.get("selection", []):

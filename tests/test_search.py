@@ -117,6 +117,8 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     report = capsys.readouterr().out
     assert f"winner     trial {winner['trial']}" in report and f"eval_loss {winner['mean']:.4f}" in report
     assert f"test       accuracy {document['test']['test_accuracy']:.4f}" in report
+    baseline_test, winner_test = document["baseline"]["test_accuracy"], document["test"]["test_accuracy"]
+    assert f": test baseline {baseline_test:.4f}, the winner {winner_test:.4f}" in report
     for entry in selection:
         assert f"{entry['trial']:>6} {entry['mean']:>8.4f}" in report
     for trial in trials:
