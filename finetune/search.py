@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or f"sqlite:///{(search.search_dir / STUDY_FILE).resolve()}"
     search.search_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(search, space, storage, args)
+    log_continued(study, args)
     workers = start_workers(args, argv, storage) if args.n_jobs > 1 and not args.worker else []
     try:
         run_trials(study, search, space, args)
@@ -326,6 +327,28 @@ def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -
 
     namespace = parse_namespace(["--config", config, *train_flags], train_parser())
     return {name: space[name].cast(getattr(namespace, name)) for name in space}
+
+
+def log_continued(study, args: argparse.Namespace) -> None:
+    """Says what a continued study holds; with more finished trials than --n_trials none are run, and all are kept."""
+    done, running_now = len(finished(study)), len(running(study))
+    if not done and not running_now:
+        return
+    logger.info(
+        "search: continuing study %s: %d finished trial(s), %d running; --n_trials %d",
+        args.study_name,
+        done,
+        running_now,
+        args.n_trials,
+    )
+    if done > args.n_trials:
+        logger.warning(
+            "search: the study already holds %d finished trials, more than --n_trials %d: no trial runs, and the "
+            "selection is among all %d. For a separate, smaller search give a new --study_name (or --search_dir).",
+            done,
+            args.n_trials,
+            done,
+        )
 
 
 def finished(study) -> list:

@@ -17,6 +17,7 @@ from finetune.cache import main as cache_main
 from finetune.config import DataArguments
 from finetune.data import load_raw_splits, tokenize_splits
 from finetune.tokenizer import build_vocab_tokenizer
+from finetune.train import main as train_main
 
 # The smallest run that goes through the whole training driver.
 TINY_RUN = [
@@ -256,7 +257,9 @@ def test_an_entry_still_used_by_another_file_with_the_same_rows_is_not_an_orphan
             path.write_bytes(reviews[split].read_bytes())
     cache_root = tmp_path / "cache"
     for name in ("first", "second"):
-        train_in_new_process(copies[name], cache_root, tmp_path / f"run-{name}")
+        files = ["--train_file", str(copies[name]["train"]), "--validation_file", str(copies[name]["validation"])]
+        output = ["--cache_dir", str(cache_root), "--output_dir", str(tmp_path / f"run-{name}")]
+        assert train_main([*TINY_RUN, *files, *output]) == 0
     train_manifest = json.loads(manifests(cache_root)["train"].read_text())
     assert len(manifests(cache_root)) == 2
     assert train_manifest["data_files"] == [str(copies[name]["train"].resolve()) for name in ("first", "second")]

@@ -240,6 +240,33 @@ def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
     assert len(seeds) == 300 and all(0 <= seed < 2**32 for seed in seeds)
 
 
+def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_it(caplog):
+    import argparse
+    import logging
+
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from finetune.search import log_continued
+
+    study = optuna.create_study()
+    args = argparse.Namespace(study_name="finetune-search", n_trials=2)
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_continued(study, args)  # a new study: nothing to say
+    assert caplog.text == ""
+    distribution = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for value, state in [(0.5, TrialState.COMPLETE), (0.4, TrialState.COMPLETE), (None, TrialState.PRUNED)]:
+        study.add_trial(create_trial(params={"x": 0.1}, distributions={"x": distribution}, value=value, state=state))
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_continued(study, args)
+    assert "continuing study finetune-search: 3 finished trial(s), 0 running; --n_trials 2" in caplog.text
+    assert "already holds 3 finished trials, more than --n_trials 2: no trial runs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3))
+    assert "3 finished trial(s)" in caplog.text and "more than" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [

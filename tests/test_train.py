@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
+from finetune.cli import SUBCOMMANDS
+from finetune.cli import main as cli_main
 from finetune.errors import UserError
 from finetune.predict import main as predict_main
 from finetune.train import main as train_main
@@ -183,20 +185,28 @@ def test_sentence_pairs_train_and_predict(reviews, tmp_path):
     assert accuracy == pytest.approx(results["test_accuracy"])
 
 
-def test_script_and_subcommand_take_the_same_arguments(tmp_path):
+def test_script_and_subcommand_take_the_same_arguments(tmp_path, capsys, monkeypatch):
+    # The script (what `accelerate launch finetune/train.py` runs) in a process of its own; the subcommand here.
+    monkeypatch.setenv("COLUMNS", "100")
     command = [sys.executable, str(REPO / "finetune" / "train.py"), "--help"]
-    script_help = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
-    command = [sys.executable, "-m", "finetune", "train", "--help"]
-    subcommand_help = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
-    assert "--early_stopping_patience" in script_help and "--kernel_sizes" in script_help
-    assert script_help == subcommand_help
+    environment = {**os.environ, "COLUMNS": "100"}
+    script_help = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tmp_path, env=environment)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["train", "--help"])
+    assert exit_.value.code == 0
+    subcommand_help = capsys.readouterr().out
+    assert "--early_stopping_patience" in script_help.stdout and "--kernel_sizes" in script_help.stdout
+    assert script_help.stdout == subcommand_help
 
 
-@pytest.mark.parametrize("subcommand", sorted(__import__("finetune.cli").cli.SUBCOMMANDS))
-def test_every_subcommand_has_help(subcommand):
-    result = subprocess.run([sys.executable, "-m", "finetune", subcommand, "--help"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "usage:" in result.stdout
+@pytest.mark.parametrize("subcommand", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_help(subcommand, capsys):
+    # In this process: `python -m finetune` itself runs in test_top_level_help and in test_startup's light commands.
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([subcommand, "--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
 
 
 def test_top_level_help():
