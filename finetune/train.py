@@ -227,6 +227,9 @@ def train(
         The run's train, eval and (with a test file) test metrics, as written to all_results.json.
     """
     started = time.monotonic()
+    # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch (here, not in
+    # main: finetune search calls train for each trial).
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
 
@@ -379,8 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     """Parses the arguments, checks them, and trains (once, or once per seed of `seeds`)."""
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
-    # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch.
-    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
     if training_args.seeds:
         train_seeds(model_args, data_args, training_args)
     else:
