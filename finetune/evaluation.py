@@ -13,6 +13,7 @@ By default the results go to MODEL/evaluation/<test file stem>.json and <stem>_c
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from finetune.predict import Classifier, add_model_arguments
 from finetune.rows import chunks
 from finetune.shards import Shards
 
+SKIPPED_LISTED = 100  # bad rows named in the results file; the count covers all of them
 AVERAGES = ("accuracy", "f1", "precision", "recall", "f1_weighted", "precision_weighted", "recall_weighted")
 
 
@@ -171,6 +173,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--label_column", help="column holding the label (default: the run's, else 'label')")
     parser.add_argument(
+        "--max_samples", type=int, help="score the file's first N examples only (as max_predict_samples in training)"
+    )
+    parser.add_argument(
+        "--bad_rows",
+        choices=("error", "skip"),
+        default="error",
+        help="a row without text or label: an error naming its line (default), or skip: left out and counted",
+    )
+    parser.add_argument(
         "--output",
         help="JSON file for the results (default: MODEL/evaluation/<test file stem>.json); the confusion matrix "
         "PNG goes next to it",
@@ -182,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise UserError(f"--max_samples must be positive, got {args.max_samples}.")
     if args.output:
         writable_file(args.output)  # before the model is loaded and the texts classified
     shards = Shards(args.device)  # under accelerate launch: this process's share of the chunks (finetune/shards.py)
@@ -200,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         raise UserError(f"Data file {path} does not exist.")
     score = score_multi_label if classifier.multi_label else score_single_label
-    records = checked_records(path, file_format(path), columns, BadRows())
+    bad_rows = BadRows(args.bad_rows, hint=" (--bad_rows skip leaves such rows out)")
+    records = checked_records(path, file_format(path), columns, bad_rows)
+    if args.max_samples is not None:
+        records = itertools.islice(records, args.max_samples)
     results, count = score(classifier, records, columns, args, shards)
     shards.close()
     if not count:
@@ -211,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     test_name = Path(args.test_file).name
     output = Path(args.output) if args.output else Path(args.model) / EVALUATION_DIR / f"{Path(test_name).stem}.json"
     document = {"model": str(classifier.model_dir), "test_file": str(args.test_file), "samples": count, **results}
+    if bad_rows.rows:
+        document["skipped_rows"] = len(bad_rows.rows)
+        document["skipped_first"] = bad_rows.rows[:SKIPPED_LISTED]
+        first = bad_rows.rows[0]
+        print(
+            f"skipped {len(bad_rows.rows)} bad row(s) of {path} (--bad_rows skip), the first at line {first['line']}: "
+            f"{first['reason']}; the first {SKIPPED_LISTED} are listed in the results (skipped_first)",
+            file=sys.stderr,
+        )
     if not classifier.multi_label:
         png = output.with_name(f"{output.stem}_confusion_matrix.png")
         matrix = results["confusion_matrix"]["matrix"]

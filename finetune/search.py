@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.errors import UserError
-from finetune.search_results import finish
+from finetune.search_results import check_test_split, finish
 from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, encode, load_space, param_flags
 
 logger = logging.getLogger("finetune")
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.heartbeat_interval < 1:
         raise UserError(f"--heartbeat_interval must be at least 1 second, got {args.heartbeat_interval}.")
     search, space = prepare(args, train_flags)
+    if not args.worker:  # the worker runs trials only; the command without --worker scores the test split
+        check_test_split(search)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -150,6 +150,16 @@ def plain(values: dict) -> dict:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
+def check_test_split(search: Search) -> None:
+    """Reads the splits with the test file before any trial, as finetune train would: a bad row or a label that
+    training never has is an error now, not after the last trial (the trials leave the test split out)."""
+    from finetune.data import load_raw_splits
+
+    _, data_args, training_args = search.arguments({}, search.search_dir / "trial-check", test=True)
+    if data_args.test_file:
+        load_raw_splits(data_args, seed=training_args.seed)
+
+
 def score_test(search: Search, params: dict, winner_dir: Path) -> dict:
     """The winner's best model on the test split, once (nothing without a test file)."""
     from finetune.evaluation import main as evaluate_main
@@ -158,7 +168,10 @@ def score_test(search: Search, params: dict, winner_dir: Path) -> dict:
     if not data_args.test_file:
         return {}
     output = search.search_dir / TEST_RESULTS_FILE
-    evaluate_main(["--model", str(winner_dir), "--test_file", data_args.test_file, "--output", str(output)])
+    # The test split as finetune train reads it (and as the baseline beside it is scored): its limit, its bad rows.
+    limit = ["--max_samples", str(data_args.max_predict_samples)] if data_args.max_predict_samples else []
+    command = ["--model", str(winner_dir), "--test_file", data_args.test_file, "--bad_rows", data_args.bad_rows]
+    evaluate_main([*command, *limit, "--output", str(output)])
     document = json.loads(output.read_text(encoding="utf-8"))
     metrics = document["metrics"]
     shown = [name for name in ("accuracy", "f1", "f1_micro", "subset_accuracy", "loss") if name in metrics]

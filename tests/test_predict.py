@@ -400,6 +400,36 @@ def test_evaluate_matches_scikit_learn(textcnn_run, tmp_path, capsys):
     assert scores["loss"] == pytest.approx(test_results["test_loss"], abs=1e-4)
 
 
+def test_evaluate_takes_the_first_n_examples_and_skips_bad_rows_when_asked(textcnn_run, tmp_path, capsys):
+    rows = read_jsonl(TEST_FILE)
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines.insert(2, json.dumps({"text": "", "label": rows[0]["label"]}))  # line 3: no text
+    test_file = tmp_path / "with_a_bad_row.jsonl"
+    test_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    command = ["--model", str(textcnn_run), "--test_file", str(test_file)]
+    assert cli_main(["evaluate", *command]) == 2
+    error = capsys.readouterr().err
+    assert f"{test_file}, line 3:" in error and "(--bad_rows skip leaves such rows out)" in error
+
+    def scores(*argv: str) -> dict:
+        output = tmp_path / "results.json"
+        assert evaluate_main(["--model", str(textcnn_run), *argv, "--output", str(output)]) == 0
+        return json.loads(output.read_text())
+
+    whole = scores("--test_file", str(test_file), "--bad_rows", "skip")
+    assert "skipped 1 bad row(s)" in capsys.readouterr().err
+    assert whole["samples"] == 50 and whole["skipped_rows"] == 1 and whole["skipped_first"][0]["line"] == 3
+    assert whole["metrics"] == scores("--test_file", str(TEST_FILE))["metrics"]  # as the file without it
+    # The first 20 good rows: the same scores as a file of just those rows.
+    first = scores("--test_file", str(test_file), "--bad_rows", "skip", "--max_samples", "20")
+    just_those = tmp_path / "first_20.jsonl"
+    just_those.write_text("".join(line + "\n" for line in lines[:21] if '"text": ""' not in line), encoding="utf-8")
+    expected = scores("--test_file", str(just_those))
+    assert first["samples"] == expected["samples"] == 20
+    assert first["confusion_matrix"] == expected["confusion_matrix"] and first["metrics"] == expected["metrics"]
+    assert cli_main(["evaluate", *command, "--max_samples", "0"]) == 2
+
+
 def test_evaluate_refuses_labels_the_model_does_not_know(textcnn_run, tmp_path, capsys):
     test_file = tmp_path / "other.csv"
     test_file.write_text("text,label\n很好,positive\n一般,neutral\n太差,bad\n", encoding="utf-8")

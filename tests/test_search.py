@@ -64,7 +64,7 @@ def search_command(config: Path, space: Path, search_dir: Path, *extra: str) -> 
 def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_path, capsys):
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "2")
-    assert search_main(argv + ["--selection_seeds", "1"]) == 0
+    assert search_main(argv + ["--selection_seeds", "1", "--max_predict_samples", "40"]) == 0
 
     document = json.loads((search_dir / "search.json").read_text())
     trials = document["trials"]
@@ -98,8 +98,9 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     assert not list(search_dir.glob("trial-*/test_results.json"))
     assert not list(search_dir.glob("trial-*/checkpoint-*"))  # removed after each trial
     assert (Path(winner["output_dir"]) / "best" / "model.safetensors").is_file()
-    assert document["test"]["samples"] == 50 and 0.5 < document["test"]["test_accuracy"] <= 1.0
-    assert document["baseline"]["test_samples"] == 50  # fitted once, beside the winner
+    # --max_predict_samples (passed on, as to finetune train) cuts the test split for the winner and the baseline.
+    assert document["test"]["samples"] == 40 and 0.5 < document["test"]["test_accuracy"] <= 1.0
+    assert document["baseline"]["test_samples"] == 40  # fitted once, beside the winner
     assert (search_dir / "optimization_history.png").stat().st_size > 0
 
     # best.yaml: the config with the winner's parameters, as finetune train takes it.
@@ -359,6 +360,26 @@ def test_two_space_keys_refused_together_exit_2_before_any_trial(config, tmp_pat
     error = capsys.readouterr().err
     assert "max_length 16 with window_stride 20 is refused" in error and "Traceback" not in error
     assert not (tmp_path / "search" / "study.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"text": "还行", "label": "neutral"}, "test data has label(s) that training data never has: 'neutral'"),
+        ({"text": "", "label": "positive"}, "reviews_test.jsonl, line 3:"),
+    ],
+)
+def test_bad_test_data_exits_2_before_any_trial(row, message, reviews, config, tmp_path, capsys):
+    # The trials leave the test split out; it is read at the start all the same, not first after the last trial.
+    lines = reviews["test"].read_text(encoding="utf-8").splitlines()
+    lines.insert(2, json.dumps(row, ensure_ascii=False))
+    (tmp_path / "bad").mkdir()
+    test_file = tmp_path / "bad" / "reviews_test.jsonl"
+    test_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = search_command(config, write_space(tmp_path, SPACE), tmp_path / "search", "--test_file", str(test_file))
+    assert cli_main(["search", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "search" / "study.db").exists() and not (tmp_path / "search" / "trial-0").exists()
 
 
 def test_a_study_of_an_earlier_finetune_reporting_by_epoch_is_refused(config, tmp_path, capsys):
