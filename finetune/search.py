@@ -337,7 +337,8 @@ def log_continued(study, args: argparse.Namespace) -> None:
     if not done and not running_now:
         return
     logger.info(
-        "search: continuing study %s: %d finished trial(s), %d running; --n_trials %d",
+        "%s study %s: %d finished trial(s), %d running; --n_trials %d",
+        "worker: joining" if args.worker else "search: continuing",
         args.study_name,
         done,
         running_now,

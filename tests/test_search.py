@@ -251,7 +251,7 @@ def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_i
     from finetune.search import log_continued
 
     study = optuna.create_study()
-    args = argparse.Namespace(study_name="finetune-search", n_trials=2)
+    args = argparse.Namespace(study_name="finetune-search", n_trials=2, worker=False)
     with caplog.at_level(logging.INFO, logger="finetune"):
         log_continued(study, args)  # a new study: nothing to say
     assert caplog.text == ""
@@ -264,8 +264,9 @@ def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_i
     assert "already holds 3 finished trials, more than --n_trials 2: no trial runs" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="finetune"):
-        log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3))
-    assert "3 finished trial(s)" in caplog.text and "more than" not in caplog.text
+        log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3, worker=True))
+    assert "worker: joining study finetune-search: 3 finished trial(s)" in caplog.text
+    assert "more than" not in caplog.text
 
 
 @pytest.mark.parametrize(
