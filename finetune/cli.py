@@ -35,17 +35,22 @@ SUBCOMMANDS = {
 # The status a shell reports for a command killed by SIGPIPE (128 + 13), as `seq 100000 | head -1` leaves seq:
 # a script with `set -o pipefail` sees that the reader stopped early, not that the command failed (1).
 CLOSED_PIPE_STATUS = 141
+# And the status for a command stopped by Ctrl-C (128 + SIGINT), after one line instead of a traceback.
+INTERRUPTED_STATUS = 130
 
 
 def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
     """Runs a subcommand's main: a UserError is printed without a traceback and exits 2; output into a pipe whose
-    reader has gone (`finetune cache list | head -3`) ends the command quietly, as it ends a Unix tool."""
+    reader has gone (`finetune cache list | head -3`) ends the command quietly, as it ends a Unix tool. Ctrl-C ends it
+    with one line, and the module's ``INTERRUPTED_HINT`` (how to go on) when it has one."""
     try:
         try:
             return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            return interrupted(getattr(sys.modules.get(main.__module__), "INTERRUPTED_HINT", ""))
         finally:
             sys.stdout.flush()  # output still buffered fails here, where it is caught, not at interpreter exit
     except BrokenPipeError:
@@ -57,6 +62,11 @@ def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
         for stream in closed:
             os.dup2(devnull, stream.fileno())
         return CLOSED_PIPE_STATUS
+
+
+def interrupted(hint: str = "") -> int:
+    print(f"\nstopped (Ctrl-C){hint}", file=sys.stderr)
+    return INTERRUPTED_STATUS
 
 
 def reader_gone(stream) -> bool:
@@ -77,11 +87,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(dispatch, sys.argv[1:] if argv is None else list(argv))
-
-
-def dispatch(argv: list[str]) -> int:
     """Runs the subcommand that ``argv`` names with the rest of it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
@@ -89,7 +96,11 @@ def dispatch(argv: list[str]) -> int:
     if command not in SUBCOMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    return importlib.import_module(SUBCOMMANDS[command][0]).main(rest)
+    try:
+        module = importlib.import_module(SUBCOMMANDS[command][0])  # seconds for the commands that load torch
+    except KeyboardInterrupt:
+        return interrupted()
+    return run_command(module.main, rest)
 
 
 if __name__ == "__main__":

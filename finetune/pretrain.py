@@ -48,6 +48,7 @@ from finetune.models.bert import extend_vocabulary, load_pretrained_tokenizer, r
 from finetune.parsing import make_parser, parse_args
 from finetune.report import plot_curves, read_history
 from finetune.rows import read_texts
+from finetune.train import INTERRUPTED_HINT as INTERRUPTED_HINT  # Ctrl-C: cli.run_command says how to go on
 from finetune.train import clear_previous_run, make_trainer, save_best, setup_logging
 from finetune.trainer import ClassifierTrainer
 

@@ -43,6 +43,7 @@ from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, encode, load_
 logger = logging.getLogger("finetune")
 
 STUDY_FILE = "study.db"
+INTERRUPTED_HINT = "; the same command continues the search (finished trials are kept)"
 STEPS = "thousandths of the schedule"  # what a trial's reported steps count (search_pruning)
 
 
@@ -180,11 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     search, space = prepare(args, train_flags)
     if not args.worker:  # the worker runs trials only; the command without --worker scores the test split
         check_test_split(search)
-    import optuna
+    from finetune.search_pruning import quiet_optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Heartbeats and failing stale trials are marked experimental in Optuna; they are what continuing relies on.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_optuna()
     storage = args.storage or f"sqlite:///{(search.search_dir / STUDY_FILE).resolve()}"
     search.search_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(search, space, storage, args)

@@ -1,4 +1,6 @@
-"""How a search stops trials early: every evaluation is reported at the share of the trial's own schedule it has
+"""Optuna's side of a search: its log, and how it stops trials early.
+
+How a search stops trials early: every evaluation is reported at the share of the trial's own schedule it has
 done (in thousandths), and the pruners compare trials at the same share. Imported when a search runs (it loads Optuna
 and transformers).
 
@@ -10,8 +12,10 @@ size or evaluation interval meet at the same point of their schedules.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
+import warnings
 
 import optuna
 from optuna.study import StudyDirection
@@ -19,6 +23,33 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 SCALE = 1000  # steps are thousandths of the trial's schedule
+
+
+def quiet_optuna() -> None:
+    """Optuna's warnings as one line each, without its experimental-feature warnings (heartbeats and failing stale
+    trials, which continuing a search relies on)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.disable_default_handler()
+    library = logging.getLogger("optuna")
+    if not any(getattr(handler, "finetune", False) for handler in library.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[optuna] %(message)s"))
+        handler.addFilter(without_traceback)
+        handler.finetune = True
+        library.addHandler(handler)
+
+
+def without_traceback(record: logging.LogRecord) -> bool:
+    """A trial's exception goes on to the command, which reports it (a UserError or Ctrl-C in one line, a bug with
+    its traceback): Optuna's "Trial N failed" warning keeps its line but not a second traceback, Ctrl-C no line, and
+    the "failed with value None" that follows any exception is left out."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        return False
+    if record.getMessage().endswith("failed with value None."):
+        return False
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 def schedule_step(global_step: int, max_steps: int) -> int:

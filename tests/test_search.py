@@ -146,6 +146,16 @@ def run_search(argv: list[str], log: Path) -> subprocess.Popen:
         )
 
 
+def search_in_trial_1(argv: list[str], log: Path, search_dir: Path) -> subprocess.Popen:
+    """A search started in its own process, once it has begun trial 1 (trial 0 finished)."""
+    process = run_search(argv, log)
+    deadline = time.monotonic() + 240
+    while not (search_dir / "trial-1").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, log.read_text()[-3000:]
+    return process
+
+
 def read_study(search_dir: Path, storage: str | None = None) -> list:
     import optuna
 
@@ -187,11 +197,7 @@ def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
     argv += ["--selection_seeds", "0", "--heartbeat_interval", "1", "--pruner", "none"]
-    first = run_search(argv, tmp_path / "first.log")
-    deadline = time.monotonic() + 240
-    while not (search_dir / "trial-1").is_dir() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    first = search_in_trial_1(argv, tmp_path / "first.log", search_dir)
     first.send_signal(signal.SIGKILL)
     first.wait()
     before = {trial.number: trial for trial in read_study(search_dir)}
@@ -205,6 +211,44 @@ def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
     retried = [trial for trial in after[2:] if trial.params == before[1].params]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert sum(trial.state.name == "COMPLETE" for trial in after) == 3
+    assert (search_dir / "best.yaml").is_file()
+
+
+def test_ctrl_c_ends_a_search_with_one_line_that_says_how_to_go_on(config, tmp_path, capsys, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("finetune.search.run_trials", interrupted)
+    assert cli_main(["search", *search_command(config, write_space(tmp_path, SPACE), tmp_path / "search")]) == 130
+    error = capsys.readouterr().err
+    assert "stopped (Ctrl-C); the same command continues the search" in error and "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command(config, tmp_path):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
+    argv += ["--selection_seeds", "0", "--pruner", "none", "--num_train_epochs", "10"]
+    first = search_in_trial_1(argv, tmp_path / "first.log", search_dir)
+    # Python drops a KeyboardInterrupt that lands in a garbage-collection callback ("Exception ignored"); a user
+    # presses Ctrl-C again, and so does this test.
+    for _ in range(5):
+        first.send_signal(signal.SIGINT)
+        try:
+            first.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    log = (tmp_path / "first.log").read_text()
+    assert first.returncode == 130, log[-3000:]
+    assert "stopped (Ctrl-C); the same command continues" in log
+    assert log.count("Traceback") == log.count("Exception ignored in"), log[-3000:]
+    before = read_study(search_dir)
+    assert before[0].state.name == "COMPLETE" and [trial.state.name for trial in before].count("FAIL") == 1
+
+    assert search_main(argv) == 0  # the same command
+    after = read_study(search_dir)
+    assert after[0].value == before[0].value and sum(trial.state.name == "COMPLETE" for trial in after) == 3
     assert (search_dir / "best.yaml").is_file()
 
 

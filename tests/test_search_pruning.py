@@ -103,3 +103,19 @@ def test_the_callback_reports_shares_and_stops_a_trial_behind_but_not_one_at_its
     evaluate(600, 0.90)  # the end of the schedule: behind, but its run is done
     evaluate(600, 0.50)  # the best model evaluated again after training: no new report
     assert study.trials[-1].intermediate_values == {167: 0.90, 1000: 0.90}
+
+
+def test_optunas_log_keeps_one_line_per_failed_trial_and_none_for_ctrl_c():
+    import logging
+
+    from finetune.search_pruning import without_traceback
+
+    def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("optuna.study._optimize", logging.WARNING, __file__, 1, message, (), exc_info)
+
+    failed = record("Trial 2 failed with parameters: {} because of the following error: ValueError()", ValueError())
+    assert without_traceback(failed) and failed.exc_info is None  # the command reports the error itself
+    assert not without_traceback(record("Trial 2 failed because of KeyboardInterrupt()", KeyboardInterrupt()))
+    assert not without_traceback(record("Trial 2 failed with value None."))  # follows every exception
+    assert without_traceback(record("Trial 3 failed with value nan."))  # a value Optuna refuses: kept

@@ -209,6 +209,20 @@ def test_every_subcommand_has_help(subcommand, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_ctrl_c_ends_training_with_one_line_that_names_resume(command, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module = __import__(f"finetune.{command}", fromlist=["main"])
+    monkeypatch.setattr(module, command, interrupted)
+    argv = [command, "--output_dir", str(tmp_path / "run"), "--train_file", str(tmp_path / "x.jsonl")]
+    assert cli_main(argv + (["--model_name_or_path", str(tmp_path)] if command == "pretrain" else [])) == 130
+    error = capsys.readouterr().err
+    assert "stopped (Ctrl-C); the same command with --resume goes on from the newest" in error
+    assert "Traceback" not in error
+
+
 def test_top_level_help():
     result = subprocess.run([sys.executable, "-m", "finetune", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout
