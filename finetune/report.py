@@ -276,13 +276,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from finetune.search_report import format_search_summary, is_search_dir, read_search
+    from finetune.search_report import is_search_dir, summarize_search
 
     directory = Path(args.output_dir)
     if is_search_dir(directory) and not (directory / TRAINER_STATE_FILE).is_file():
         if args.output:
             raise UserError(f"--output is for a run's curves; the plots of the search in {directory} are beside it.")
-        print(format_search_summary(directory, read_search(directory)))
+        print(summarize_search(directory))
         return 0
     history = read_history(args.output_dir)
     path = plot_curves(history, check_plot_file(args.output) if args.output else None)

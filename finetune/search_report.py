@@ -1,9 +1,9 @@
-"""``finetune report SEARCH_DIR``: a finished search at a glance, read from its search.json.
+"""``finetune report SEARCH_DIR``: a search at a glance. A finished one is read from its search.json: the winner
+and its test scores beside the baseline, the selection over seeds, and the trials ranked by their objective (a
+pruned or running trial by the last value it reported, with the share of training it reached). One still running,
+or stopped, is read from its study (SEARCH_DIR/study.db): the trials so far and the best one yet.
 
     finetune report outputs/textcnn/search
-
-The winner and its test scores beside the baseline, the selection over seeds, and the trials ranked by their
-objective (a pruned trial by the last value it reported, with the share of training it reached).
 """
 
 from __future__ import annotations
@@ -33,13 +33,54 @@ def winner_run(directory: Path) -> str | None:
         return None
 
 
+def summarize_search(directory: Path) -> str:
+    """The report of the search in ``directory``: finished (search.json), or its progress (study.db)."""
+    if (directory / SEARCH_FILE).is_file():
+        return format_search_summary(directory, read_search(directory))
+    if not (directory / STUDY_FILE).is_file():
+        raise UserError(
+            f"{directory} holds no {SEARCH_FILE} (written at the end of a search) and no {STUDY_FILE} (a search "
+            "whose study is in another --storage is reported once it has finished)."
+        )
+    return "\n\n".join(format_search_progress(directory, study) for study in read_studies(directory))
+
+
+def read_studies(directory: Path) -> list:
+    """The studies in SEARCH_DIR/study.db, read while their search may still write to it."""
+    import optuna
+
+    from finetune.search_pruning import quiet_optuna
+
+    quiet_optuna()
+    storage = f"sqlite:///{(directory / STUDY_FILE).resolve()}"
+    names = optuna.study.get_all_study_names(storage)
+    if not names:
+        raise UserError(f"{directory / STUDY_FILE} holds no study yet.")
+    return [optuna.load_study(study_name=name, storage=storage) for name in names]
+
+
+def format_search_progress(directory: Path, study) -> str:
+    from optuna.study import StudyDirection
+
+    from finetune.search_results import describe_trial
+
+    objective, lower = study.user_attrs.get("metric", "objective"), study.direction == StudyDirection.MINIMIZE
+    trials = [describe_trial(trial) for trial in study.trials]
+    lines = header_lines(directory, study.study_name, objective, lower, trials)
+    lines[0] += f"; not finished ({SEARCH_FILE} is written at its end; the same command goes on)"
+    complete = [trial for trial in trials if trial["state"] == "complete"]
+    if complete:
+        best = min(complete, key=lambda trial: trial["value"] if lower else -trial["value"])
+        lines.append(
+            f"best yet   trial {best['number']}{' (the config as it was)' * bool(best.get('shipped'))}: "
+            f"{objective} {best['value']:.4f}, one seed (the winner is chosen over seeds at the end)"
+        )
+        lines.append(f"           {format_params(best['params'])}")
+    return "\n".join(lines + trial_lines(trials, objective, lower))
+
+
 def read_search(directory: Path) -> dict:
     path = directory / SEARCH_FILE
-    if not path.is_file():
-        raise UserError(
-            f"{directory} holds a search that has not finished: {SEARCH_FILE} is written at its end. The same "
-            "finetune search command goes on where it stopped."
-        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -53,23 +94,30 @@ def format_params(params: dict) -> str:
 
 
 def last_value(trial: dict) -> tuple[float | None, str]:
-    """The trial's objective (a pruned one's: the last it reported) and how far it trained."""
-    if trial.get("value") is not None:
+    """The trial's objective (a pruned or running one's: the last it reported; Optuna gives a pruned trial that
+    value too) and how far it trained."""
+    if trial["state"] == "complete":
         return trial["value"], "100%"
     reported = list((trial.get("intermediate_values") or {}).items())
     return (reported[-1][1], reported[-1][0]) if reported else (None, "-")
 
 
+def header_lines(directory: Path, study: str, objective: str, lower: bool, trials: list[dict]) -> list[str]:
+    states = Counter(trial["state"] for trial in trials)
+    seconds = sum(trial.get("seconds") or 0 for trial in trials)
+    counts = ", ".join(f"{count} {state}" for state, count in states.items())
+    return [
+        f"search     {directory} (study {study}): {objective}, {'lower' if lower else 'higher'} is better",
+        f"trials     {len(trials)}: {counts}; {format_duration(seconds)} of training in finished trials"
+        if trials
+        else "trials     0 yet",
+    ]
+
+
 def format_search_summary(directory: Path, search: dict) -> str:
     objective, lower = search["objective"], search["direction"] == "minimize"
     trials = search["trials"]
-    states = Counter(trial["state"] for trial in trials)
-    seconds = sum(trial.get("seconds") or 0 for trial in trials)
-    lines = [
-        f"search     {directory} (study {search['study']}): {objective}, {'lower' if lower else 'higher'} is better",
-        f"trials     {len(trials)}: {', '.join(f'{count} {state}' for state, count in states.items())}; "
-        f"{format_duration(seconds)} of training",
-    ]
+    lines = header_lines(directory, search["study"], objective, lower, trials)
     winner = search["winner"]
     lines.append(
         f"winner     trial {winner['trial']}{' (the config as it was)' * bool(winner.get('shipped'))}: "
@@ -92,6 +140,15 @@ def format_search_summary(directory: Path, search: dict) -> str:
         marker += "  (the config as it was)" if entry.get("shipped") else ""
         seeds = " ".join(entry["values"])
         lines.append(f"{entry['trial']:>6} {entry['mean']:>8.4f} {entry['std']:>8.4f}  {seeds}{marker}")
+    lines += trial_lines(trials, objective, lower)
+    plots = search.get("plots") or {}
+    if plots:
+        lines += ["", f"plots      {', '.join(plots.values())}"]
+    return "\n".join(lines)
+
+
+def trial_lines(trials: list[dict], objective: str, lower: bool) -> list[str]:
+    """The trials, complete ones first by their objective, then the others by the last value they reported."""
 
     def rank(trial: dict) -> tuple:
         value, _ = last_value(trial)
@@ -100,7 +157,7 @@ def format_search_summary(directory: Path, search: dict) -> str:
     ranked = sorted(trials, key=rank)
     shown = ranked[:MAX_TRIALS_SHOWN]
     count = f"{len(shown)} of {len(trials)} shown" if len(shown) < len(trials) else "all"
-    lines += ["", f"trials (finished first, by {objective}; {count})"]
+    lines = ["", f"trials (complete first, by {objective}; {count})"]
     lines.append(f"{'trial':>6} {'state':>9} {objective:>10} {'trained':>8} {'time':>8}  params")
     for trial in shown:
         value, reached = last_value(trial)
@@ -112,7 +169,4 @@ def format_search_summary(directory: Path, search: dict) -> str:
             f"{format_duration(trial['seconds']) if trial.get('seconds') is not None else '-':>8}",
         ]
         lines.append(" ".join(cells) + f"  {format_params(trial['params'])}")
-    plots = search.get("plots") or {}
-    if plots:
-        lines += ["", f"plots      {', '.join(plots.values())}"]
-    return "\n".join(lines)
+    return lines

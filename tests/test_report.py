@@ -100,9 +100,6 @@ def test_a_search_report_ranks_pruned_trials_by_their_last_value(tmp_path, capsy
     """A search whose trials were pruned: ranked after the finished ones, by the last value they reported, with how
     far they trained. (The search itself is reported in tests/test_search.py; this document is written here to have
     pruned trials of known values.)"""
-    (tmp_path / "study.db").write_bytes(b"")
-    assert cli_main(["report", str(tmp_path)]) == 2
-    assert "holds a search that has not finished" in capsys.readouterr().err
 
     def trial(number, state, value, reported):
         return {"number": number, "state": state, "params": {"learning_rate": 0.00123456}, "value": value,
@@ -112,15 +109,15 @@ def test_a_search_report_ranks_pruned_trials_by_their_last_value(tmp_path, capsy
                  "std": 0.0141, "shipped": False}  # fmt: skip
     document = {
         "study": "s", "objective": "eval_loss", "direction": "minimize", "n_trials": 4, "test": {},
-        "trials": [trial(0, "pruned", None, {"25%": 0.9, "50%": 0.8}), trial(1, "pruned", None, {"25%": 0.7}),
+        "trials": [trial(0, "pruned", 0.8, {"25%": 0.9, "50%": 0.8}), trial(1, "pruned", 0.7, {"25%": 0.7}),
                    trial(2, "complete", 0.3, {"100%": 0.3}), trial(3, "fail", None, {})],
         "selection": [selection], "winner": {**selection, "config": "best.yaml"}, "baseline": None, "plots": {},
     }  # fmt: skip
     (tmp_path / "search.json").write_text(json.dumps(document))
     assert cli_main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "trials     4: 2 pruned, 1 complete, 1 fail; 0:04:04 of training" in out
-    rows = out.split("trials (finished first, by eval_loss; all)")[1].splitlines()[2:]
+    assert "trials     4: 2 pruned, 1 complete, 1 fail; 0:04:04 of training in finished trials" in out
+    rows = out.split("trials (complete first, by eval_loss; all)")[1].splitlines()[2:]
     assert [row.split()[:4] for row in rows] == [
         ["2", "complete", "0.3000", "100%"],
         ["1", "pruned", "0.7000", "25%"],
@@ -129,6 +126,43 @@ def test_a_search_report_ranks_pruned_trials_by_their_last_value(tmp_path, capsy
     ]
     assert rows[0].endswith("learning_rate 0.00123")
     assert "winner     trial 2: eval_loss 0.3100 ± 0.0141 over 2 seed(s) -> best.yaml" in out
+
+
+def test_a_search_still_running_is_reported_from_its_study(tmp_path, capsys):
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(study_name="finetune-search", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert cli_main(["report", str(tmp_path)]) == 0
+    assert "trials     0 yet" in capsys.readouterr().out  # the search has just begun
+    study.set_user_attr("metric", "eval_loss")
+    distributions = {"learning_rate": FloatDistribution(1e-4, 1e-1, log=True)}
+    for value, state, reported in [
+        (0.42, TrialState.COMPLETE, {500: 0.5, 1000: 0.42}),
+        (0.35, TrialState.COMPLETE, {500: 0.4, 1000: 0.35}),
+        (0.9, TrialState.PRUNED, {250: 0.9}),  # Optuna keeps a pruned trial's last value as its value
+    ]:
+        trial = create_trial(
+            params={"learning_rate": 0.01}, distributions=distributions, value=value, state=state,
+            intermediate_values=reported,
+        )  # fmt: skip
+        study.add_trial(trial)
+    running = study.ask(distributions)
+    running.report(0.38, 333)
+
+    assert cli_main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(study finetune-search): eval_loss, lower is better; not finished" in out
+    assert "trials     4: 2 complete, 1 pruned, 1 running" in out
+    assert "best yet   trial 1: eval_loss 0.3500, one seed" in out
+    rows = out.split("trials (complete first, by eval_loss; all)")[1].splitlines()[2:]
+    assert [row.split()[:4] for row in rows] == [
+        ["1", "complete", "0.3500", "100%"],
+        ["0", "complete", "0.4200", "100%"],
+        ["3", "running", "0.3800", "33.3%"],
+        ["2", "pruned", "0.9000", "25%"],
+    ]
 
 
 def test_report_output_names(run, tmp_path, capsys):

@@ -122,13 +122,10 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     assert f": test baseline {baseline_test:.4f}, the winner {winner_test:.4f}" in report
     for entry in selection:
         assert f"{entry['trial']:>6} {entry['mean']:>8.4f}" in report
-    for trial in trials:
-        value = (
-            f"{trial['value']:.4f}"
-            if trial["value"] is not None
-            else f"{list(trial['intermediate_values'].values())[-1]:.4f}"
-        )
-        assert f"{trial['number']:>6} {trial['state']:>9} {value:>10}" in report
+    for trial in trials:  # a pruned trial by the last value it reported, and how far it trained
+        reported = list(trial["intermediate_values"].items())
+        value, reached = (trial["value"], "100%") if trial["state"] == "complete" else reported[-1][::-1]
+        assert f"{trial['number']:>6} {trial['state']:>9} {value:>10.4f} {reached:>8}" in report
     assert cli_main(["evaluate", "--model", str(search_dir), "--test_file", data_args.test_file]) == 2
     assert f"It holds a finetune search, whose winner's run is {winner['output_dir']}." in capsys.readouterr().err
     assert cli_main(["report", str(tmp_path)]) == 2  # the folder above: no run there, and the search named
