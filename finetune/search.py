@@ -237,7 +237,9 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         args.search_space or Path(args.config).parent / "search" / f"{'textcnn' if kind == 'textcnn' else 'bert'}.yaml"
     )
     if not args.search_space and not Path(space_path).is_file():
-        raise UserError(f"No search space: {space_path} does not exist; name one with --search_space.")
+        shipped = Path(__file__).resolve().parent.parent / "configs" / "search" / Path(space_path).name
+        hint = f" (the one shipped for this model: {shipped})" if shipped.is_file() else ""
+        raise UserError(f"No search space: {space_path} does not exist; name one with --search_space{hint}.")
     known = {action.dest for action in parser._actions} - {"help", "config"}
 
     def check_value(name: str, value) -> None:

@@ -394,6 +394,13 @@ def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(review
     assert not (tmp_path / "search" / "study.db").exists()
 
 
+def test_without_a_search_space_beside_the_config_the_error_names_the_shipped_one(config, tmp_path, capsys):
+    assert cli_main(["search", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert f"No search space: {tmp_path / 'search' / 'textcnn.yaml'} does not exist" in error
+    assert f"(the one shipped for this model: {REPO / 'configs' / 'search' / 'textcnn.yaml'})" in error
+
+
 def test_two_space_keys_refused_together_exit_2_before_any_trial(config, tmp_path, capsys):
     values = yaml.safe_load(config.read_text(encoding="utf-8"))
     config.write_text(yaml.safe_dump({**values, "long_text": "windows", "max_length": 64}), encoding="utf-8")
