@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune.errors import UserError
 from finetune.search_results import check_test_split, finish
-from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, encode, load_space, param_flags
+from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, config_params, encode, load_space, param_flags
 
 logger = logging.getLogger("finetune")
 
@@ -323,15 +323,6 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
     return study
 
 
-def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -> dict:
-    """The config's own values of the searched parameters (with the passed-on flags)."""
-    from finetune.parsing import make_parser as train_parser
-    from finetune.parsing import parse_namespace
-
-    namespace = parse_namespace(["--config", config, *train_flags], train_parser())
-    return {name: space[name].cast(getattr(namespace, name)) for name in space}
-
-
 def log_continued(study, args: argparse.Namespace) -> None:
     """Says what a continued study holds; with more finished trials than --n_trials none are run, and all are kept."""
     done, running_now = len(finished(study)), len(running(study))
@@ -431,12 +422,21 @@ def wait_for_running_trials(study) -> None:
 
 
 def start_workers(args: argparse.Namespace, argv: list[str], storage: str) -> list:
-    """``n_jobs - 1`` worker processes on this machine, on the same storage."""
+    """``n_jobs - 1`` worker processes on this machine, on the same storage; the CPU cores shared among all
+    ``n_jobs`` (each torch process would otherwise take them all, and together they run slower than one)."""
     import subprocess
 
+    import torch
+
+    environment = dict(os.environ)
+    if "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
+        environment["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        logger.info("search: %d processes run trials, %d CPU thread(s) each", args.n_jobs, threads)
     command = [sys.executable, "-m", "finetune", "search", *argv]
     command += ["--worker", "--storage", storage, "--n_jobs", "1"]
-    return [subprocess.Popen(command) for _ in range(args.n_jobs - 1)]
+    return [subprocess.Popen(command, env=environment) for _ in range(args.n_jobs - 1)]
 
 
 if __name__ == "__main__":

@@ -145,3 +145,12 @@ def param_flags(params: dict) -> list[str]:
         values = value if isinstance(value, list) else [value]
         flags += [f"--{name}", *(str(item).lower() if isinstance(item, bool) else str(item) for item in values)]
     return flags
+
+
+def config_params(config: str, train_flags: list[str], space: dict[str, Spec]) -> dict:
+    """The config's own values of the searched parameters (with the passed-on flags)."""
+    from finetune.parsing import make_parser as train_parser
+    from finetune.parsing import parse_namespace
+
+    namespace = parse_namespace(["--config", config, *train_flags], train_parser())
+    return {name: space[name].cast(getattr(namespace, name)) for name in space}

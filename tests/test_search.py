@@ -18,8 +18,8 @@ from conftest import REPO, sentence_pair_files
 
 from finetune.cli import main as cli_main
 from finetune.parsing import parse_args
-from finetune.search import config_params
 from finetune.search import main as search_main
+from finetune.search_space import config_params
 
 SPACE = {
     "learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
