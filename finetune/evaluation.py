@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         first = bad_rows.rows[0]
         print(
             f"skipped {len(bad_rows.rows)} bad row(s) of {path} (--bad_rows skip), the first at line {first['line']}: "
-            f"{first['reason']}; the first {SKIPPED_LISTED} are listed in the results (skipped_first)",
+            f"{first['reason']}; skipped_first in the results lists up to {SKIPPED_LISTED}",
             file=sys.stderr,
         )
     if not classifier.multi_label:

@@ -157,7 +157,7 @@ def check_test_split(search: Search) -> None:
 
     _, data_args, training_args = search.arguments({}, search.search_dir / "trial-check", test=True)
     if data_args.test_file:
-        load_raw_splits(data_args, seed=training_args.seed)
+        load_raw_splits(data_args, seed=training_args.seed).close()
 
 
 def score_test(search: Search, params: dict, winner_dir: Path) -> dict:

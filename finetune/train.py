@@ -72,7 +72,10 @@ from finetune.trainer import ClassifierTrainer
 logger = logging.getLogger("finetune")
 
 SEEDS_FILE = "seeds_results.json"
-INTERRUPTED_HINT = "; the same command with --resume goes on from the newest complete checkpoint"
+INTERRUPTED_HINT = (
+    "; run it again with --resume (and --overwrite_output_dir false where it is set) to go on from the newest "
+    "complete checkpoint"
+)
 RESULT_FILES = ("train_results.json", "eval_results.json", "test_results.json", "all_results.json", BASELINE_FILE)
 ALL_RESULTS_FILE = "all_results.json"
 

@@ -219,7 +219,7 @@ def test_ctrl_c_ends_training_with_one_line_that_names_resume(command, tmp_path,
     argv = [command, "--output_dir", str(tmp_path / "run"), "--train_file", str(tmp_path / "x.jsonl")]
     assert cli_main(argv + (["--model_name_or_path", str(tmp_path)] if command == "pretrain" else [])) == 130
     error = capsys.readouterr().err
-    assert "stopped (Ctrl-C); the same command with --resume goes on from the newest" in error
+    assert "stopped (Ctrl-C); run it again with --resume (and --overwrite_output_dir false where it is set)" in error
     assert "Traceback" not in error
 
 
