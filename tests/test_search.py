@@ -140,6 +140,9 @@ def run_search(argv: list[str], log: Path) -> subprocess.Popen:
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=environment,
+            # Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT ignored,
+            # and a child would inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
@@ -261,15 +264,18 @@ def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(databas
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
 
     trials = read_study(search_dir, storage)
-    assert len(trials) == 4 and all(trial.state.name == "COMPLETE" for trial in trials)
-    assert sorted(trial.number for trial in trials) == [0, 1, 2, 3]
+    # Two workers that each find one trial left at the same moment both start one (Optuna's n_trials across
+    # processes does the same): 4 trials, or 5.
+    count = len(trials)
+    assert count in (4, 5) and all(trial.state.name == "COMPLETE" for trial in trials)
+    assert sorted(trial.number for trial in trials) == list(range(count))
     # Each trial ran once, by one worker, into its own folder, and both workers ran trials.
-    assert sorted(trial.user_attrs["output_dir"] for trial in trials) == [
-        str(search_dir / f"trial-{number}") for number in range(4)
-    ]
-    assert all((search_dir / f"trial-{number}" / "best.json").is_file() for number in range(4))
+    assert sorted(trial.user_attrs["output_dir"] for trial in trials) == sorted(
+        str(search_dir / f"trial-{number}") for number in range(count)
+    )
+    assert all((search_dir / f"trial-{number}" / "best.json").is_file() for number in range(count))
     assert len({trial.user_attrs["worker"] for trial in trials}) == 2
-    assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == 4  # no draw made twice
+    assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == count  # no draw made twice
 
 
 def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
