@@ -214,8 +214,7 @@ def test_ctrl_c_ends_training_with_one_line_that_names_resume(command, tmp_path,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    module = __import__(f"finetune.{command}", fromlist=["main"])
-    monkeypatch.setattr(module, command, interrupted)
+    monkeypatch.setattr(f"finetune.{command}.{command}", interrupted)
     argv = [command, "--output_dir", str(tmp_path / "run"), "--train_file", str(tmp_path / "x.jsonl")]
     assert cli_main(argv + (["--model_name_or_path", str(tmp_path)] if command == "pretrain" else [])) == 130
     error = capsys.readouterr().err
