@@ -10,7 +10,8 @@ import importlib
 import os
 import select
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from finetune.errors import UserError
 
@@ -67,6 +68,26 @@ def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
 def interrupted(hint: str = "") -> int:
     print(f"\nstopped (Ctrl-C){hint}", file=sys.stderr)
     return INTERRUPTED_STATUS
+
+
+@contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """Inside, the progress bars of datasets (reading, tokenizing) and transformers (loading and writing weights)
+    are off unless ``show``; after, each is as it was."""
+    import datasets
+    import transformers
+
+    libraries = (datasets.utils.logging, transformers.utils.logging)
+    were_on = [library.is_progress_bar_enabled() for library in libraries]
+    if not show:
+        for library in libraries:
+            library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, was_on in zip(libraries, were_on, strict=True):
+            if was_on:
+                library.enable_progress_bar()
 
 
 def reader_gone(stream) -> bool:

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
+from finetune.cli import progress_bars
 from finetune.data import FORMATS, encode
 from finetune.data.tokenize import encode_windows
 from finetune.data.windows import TextLogits, check_window_stride, default_window_stride, reduction
@@ -106,19 +106,16 @@ class Classifier:
         """
         model_dir = resolve_model_dir(model)
         torch_device = resolve_device(device)
-        bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
-        transformers.utils.logging.disable_progress_bar()  # "Loading weights" on every call is noise here
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            if is_export_dir(model_dir):  # finetune export: ONNX Runtime on the device's provider, fed from the CPU
-                network, torch_device = OnnxClassifier(model_dir, torch_device), torch.device("cpu")
-            else:
-                network = AutoModelForSequenceClassification.from_pretrained(model_dir)
+            with progress_bars(show=False):  # "Loading weights" on every call is noise here
+                tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                # finetune export: ONNX Runtime on the device's provider, fed from the CPU
+                if is_export_dir(model_dir):
+                    network, torch_device = OnnxClassifier(model_dir, torch_device), torch.device("cpu")
+                else:
+                    network = AutoModelForSequenceClassification.from_pretrained(model_dir)
         except (OSError, ValueError) as error:
             raise UserError(f"Could not load a classifier from {model_dir}: {error}") from None
-        finally:
-            if bars_were_on:
-                transformers.utils.logging.enable_progress_bar()
         data = run_arguments(model_dir).get("data", {})
         tokenizer.truncation_side = data.get("truncation_side", tokenizer.truncation_side)
         set_pad_token(tokenizer, network, model_dir)

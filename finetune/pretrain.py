@@ -40,6 +40,7 @@ from finetune.checkpoints import (
     resolve_resume,
     stop_when_disk_full,
 )
+from finetune.cli import progress_bars, run_command
 from finetune.config import TrainingArguments
 from finetune.data.keys import content_hash, tokenizer_identity
 from finetune.errors import UserError
@@ -283,11 +284,10 @@ def pretrain_parser():
 def main(argv: list[str] | None = None) -> int:
     args, training_args = parse_args(argv, pretrain_parser())
     setup_logging(training_args)
-    pretrain(args, training_args)
+    with progress_bars(show=not training_args.disable_tqdm):
+        pretrain(args, training_args)
     return 0
 
 
 if __name__ == "__main__":
-    from finetune.cli import run_command
-
     sys.exit(run_command(main, sys.argv[1:]))

@@ -45,6 +45,7 @@ from finetune.checkpoints import (
     stop_when_disk_full,
     unlink_best_from_output_dir,
 )
+from finetune.cli import progress_bars, run_command
 from finetune.config import DataArguments, ModelArguments, TrainingArguments
 from finetune.data import (
     BAD_ROWS_FILE,
@@ -230,6 +231,17 @@ def train(
     Returns:
         The run's train, eval and (with a test file) test metrics, as written to all_results.json.
     """
+    # disable_tqdm turns off the bars of reading, tokenizing and writing weights too, not only the Trainer's.
+    with progress_bars(show=not training_args.disable_tqdm):
+        return train_run(model_args, data_args, training_args, callbacks)
+
+
+def train_run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    callbacks: Collection[TrainerCallback],
+) -> dict:
     started = time.monotonic()
     # dataloader_pin_memory is on by default for GPUs; on a CPU-only machine torch warns every epoch (here, not in
     # main: finetune search calls train for each trial).
@@ -394,6 +406,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from finetune.cli import run_command
-
     sys.exit(run_command(main, sys.argv[1:]))

@@ -54,6 +54,13 @@ class TrainingArguments(HfTrainingArguments):
     report_to: None | str | list[str] = field(
         default="none", metadata={"help": "Experiment trackers to report to (none, tensorboard, wandb, ...)."}
     )
+    disable_tqdm: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Turn the progress bars off: the Trainer's, and those of reading and tokenizing the data and of "
+            "loading and writing weights (default: on, unless transformers' log level is above warning)."
+        },
+    )
     include_num_input_tokens_seen: Literal["non_padding", "all", "no"] = field(
         default="non_padding",
         metadata={

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
+import transformers
 from conftest import QUICK_TEXTCNN, REPO, sentence_pair_files
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel, BertTokenizer
@@ -58,8 +60,12 @@ def assert_run_outputs(run: Path) -> dict:
     return all_results
 
 
-def test_textcnn_end_to_end(data_args, tmp_path):
+def test_textcnn_end_to_end(data_args, tmp_path, capfd):
     assert train_main(data_args + QUICK_TEXTCNN) == 0
+    # disable_tqdm: no bar at all, the tokenizing of the splits and the writing of weights included; and the
+    # libraries' bars are on again after the run.
+    assert "%|" not in capfd.readouterr().err
+    assert datasets.is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()
     run = tmp_path / "run"
     results = assert_run_outputs(run)
     assert results["test_accuracy"] >= 0.85  # the fixture is easy; chance is 0.5
