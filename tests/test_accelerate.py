@@ -48,7 +48,7 @@ def assert_one_ddp_run(run, single_process_steps: int, log: str) -> None:
     best = json.loads((run / "best.json").read_text())
     assert (run / best["checkpoint"]).is_dir()
     assert json.loads((run / "all_results.json").read_text())["test_accuracy"] > 0.6
-    # Only the main process tokenized; the other one loaded its result from the cache.
+    # Only the main process tokenized; the other one loaded its result from the cache (needs --disable_tqdm false).
     assert log.count("Tokenizing train: 100%") == 1, log
 
 
@@ -61,6 +61,8 @@ def single_process_steps(data_args, tmp_path) -> int:
 
 def test_cpu_ddp_two_processes(data_args, tmp_path, single_process_steps):
     args = [a.replace(str(tmp_path / "cache"), str(tmp_path / "ddp-cache")) for a in data_args]
+    # With the progress bars shown: each process that tokenizes shows one (non-main processes log warnings only).
+    args += ["--disable_tqdm", "false"]
     process = launch(
         ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
         args + QUICK + ["--use_cpu", "true"],
