@@ -228,14 +228,16 @@ def test_ctrl_c_ends_a_search_with_one_line_that_says_how_to_go_on(config, tmp_p
 def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command(config, tmp_path):
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
-    argv += ["--selection_seeds", "0", "--pruner", "none", "--num_train_epochs", "10"]
+    # Trials long enough (several seconds each on a fast machine) that the search is still in one when a second
+    # Ctrl-C comes.
+    argv += ["--selection_seeds", "0", "--pruner", "none", "--num_train_epochs", "40"]
     first = search_in_trial_1(argv, tmp_path / "first.log", search_dir)
     # Python drops a KeyboardInterrupt that lands in a garbage-collection callback ("Exception ignored"); a user
     # presses Ctrl-C again, and so does this test.
     for _ in range(5):
         first.send_signal(signal.SIGINT)
         try:
-            first.wait(timeout=5)
+            first.wait(timeout=3)
             break
         except subprocess.TimeoutExpired:
             continue
