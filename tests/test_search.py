@@ -192,12 +192,17 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
+def stoppable_search(config: Path, tmp_path: Path, *extra: str) -> tuple[list[str], Path, subprocess.Popen]:
+    """The command of a 3-trial search without pruning or selection seeds, and its process, started and in trial 1."""
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
-    argv += ["--selection_seeds", "0", "--heartbeat_interval", "1", "--pruner", "none"]
-    first = search_in_trial_1(argv, tmp_path / "first.log", search_dir)
+    argv += ["--selection_seeds", "0", "--pruner", "none", *extra]
+    return argv, search_dir, search_in_trial_1(argv, tmp_path / "first.log", search_dir)
+
+
+@pytest.mark.slow
+def test_a_killed_search_continues_with_the_same_command(config, tmp_path):
+    argv, search_dir, first = stoppable_search(config, tmp_path, "--heartbeat_interval", "1")
     first.send_signal(signal.SIGKILL)
     first.wait()
     before = {trial.number: trial for trial in read_study(search_dir)}
@@ -226,12 +231,9 @@ def test_ctrl_c_ends_a_search_with_one_line_that_says_how_to_go_on(config, tmp_p
 
 @pytest.mark.slow
 def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command(config, tmp_path):
-    search_dir = tmp_path / "search"
-    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "1")
     # Trials long enough (several seconds each on a fast machine) that the search is still in one when a second
     # Ctrl-C comes.
-    argv += ["--selection_seeds", "0", "--pruner", "none", "--num_train_epochs", "40"]
-    first = search_in_trial_1(argv, tmp_path / "first.log", search_dir)
+    argv, search_dir, first = stoppable_search(config, tmp_path, "--num_train_epochs", "40")
     # Python drops a KeyboardInterrupt that lands in a garbage-collection callback ("Exception ignored"); a user
     # presses Ctrl-C again, and so does this test.
     for _ in range(5):
