@@ -2,7 +2,7 @@
 is chosen over several seeds, since one run on a small validation split is noisy.
 
     finetune search --config configs/textcnn.yaml --search_space configs/search/textcnn.yaml --n_trials 20
-    finetune search --config configs/textcnn.yaml --n_trials 20 --num_train_epochs 4     # flags go to every trial
+    finetune search --config configs/textcnn.yaml --n_trials 20 --num_train_epochs 4     # 4 epochs in every trial
     finetune search --config configs/bert.yaml --storage postgresql://user@host/db       # on each other machine:
     finetune search --config configs/bert.yaml --storage postgresql://user@host/db --worker
 
@@ -33,12 +33,21 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.errors import UserError
 from finetune.search_results import check_test_split, finish
-from finetune.search_space import NOT_SEARCHED, Spec, check_pairs, config_params, encode, load_space, param_flags
+from finetune.search_space import (
+    NOT_SEARCHED,
+    Spec,
+    check_pairs,
+    config_params,
+    encode,
+    load_space,
+    param_flags,
+    without_fixed,
+)
 
 logger = logging.getLogger("finetune")
 
@@ -58,6 +67,7 @@ class Search:
     greater_is_better: bool
     seed: int
     baseline: str = "tfidf"  # the config's
+    fixed: dict = field(default_factory=dict)  # keys of the space that a passed-on flag sets: not searched
 
     def arguments(self, params: dict, output_dir: Path, seed: int | None = None, test: bool = False) -> tuple:
         """``finetune train``'s three argument groups for a trial: the config, the passed-on flags, the trial's
@@ -92,7 +102,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="finetune search",
         description="Search hyperparameters with Optuna: each trial a finetune train run, pruned on the eval metric; "
         "the best trials trained again over more seeds; the winner's config written to SEARCH_DIR/best.yaml. "
-        "Other flags (--num_train_epochs 3, ...) are passed on to every trial.",
+        "Other flags (--num_train_epochs 3, ...) are passed on to every trial, and a key of the search space that a "
+        "flag sets is not searched.",
         epilog="Example: finetune search --config configs/textcnn.yaml --search_space configs/search/textcnn.yaml "
         "--n_trials 20",
     )
@@ -140,37 +151,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def retry_callback():
-    """Optuna's callback that runs a trial of a dead process again (renamed in Optuna 4.9)."""
-    import optuna
-
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=2)
-
-
-def make_storage(url: str, heartbeat_interval: int):
-    """The RDB storage, with heartbeats so that the trial of a killed process is found and run again. Workers that
-    start together race to create the tables; the losers try again."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=retry_callback(),
-            )
-        except SQLAlchemyError as error:
-            if attempt == 4 or "already exists" not in str(error) and "UNIQUE" not in str(error):
-                raise UserError(f"--storage {url}: cannot open it ({error}).") from None
-            time.sleep(1 + attempt)
-        except (ImportError, ValueError) as error:
-            raise UserError(f"--storage {url}: cannot open it ({error}).") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, train_flags = make_parser().parse_known_args(argv)
@@ -204,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, dict[str, Spec]]:
     """Checks the config, the passed-on flags and the search space before any trial runs."""
-    from finetune.parsing import check_yaml_values, parse_args, parse_namespace
+    from finetune.parsing import check_yaml_values, given_flags, parse_args, parse_namespace
     from finetune.parsing import make_parser as train_parser
 
     parser = train_parser()
+    given = given_flags(train_flags, train_parser())  # a fresh parser: this one takes the config as its defaults
     namespace = parse_namespace(["--config", args.config, *train_flags], parser)
     search_dir = Path(args.search_dir or Path(namespace.output_dir) / "search")
     setup_logging()
@@ -248,6 +229,8 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
             raise UserError(f"Search space {space_path}: unknown key {name}. See `finetune train --help`.")
         if name in NOT_SEARCHED:
             raise UserError(f"{where} cannot be searched: {NOT_SEARCHED[name]}.")
+        if name in given:  # fixed by its flag (without_fixed): the space's values are never tried
+            return
         check_yaml_values({name: value}, parser, str(space_path))
         try:  # the value as a whole run would take it: the argument classes' own checks
             search.arguments({name: value}, search_dir / "trial-check")
@@ -256,7 +239,9 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
         except SystemExit:
             raise UserError(f"{where}: {value!r} is not a value finetune train takes.") from None
 
-    space = load_space(str(space_path), check_value)
+    space, search.fixed = without_fixed(load_space(str(space_path), check_value), given, str(space_path))
+    if search.fixed:
+        logger.info("search: not searched, the command line sets them for every trial: %s", search.fixed)
     check_pairs(str(space_path), space, lambda values: search.arguments(values, search_dir / "trial-check"))
     if "label_smoothing_factor" in space and metric == "eval_loss":
         raise UserError(
@@ -280,7 +265,7 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
     """Creates the study, or loads it to continue; a study made with another space or objective is refused."""
     import optuna
 
-    from finetune.search_pruning import make_pruner
+    from finetune.search_pruning import make_pruner, make_storage
 
     storage = make_storage(storage_url, args.heartbeat_interval)
     study = optuna.create_study(

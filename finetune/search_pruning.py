@@ -1,4 +1,4 @@
-"""Optuna's side of a search: its log, and how it stops trials early.
+"""Optuna's side of a search: its log, its storage, and how it stops trials early.
 
 How a search stops trials early: every evaluation is reported at the share of the trial's own schedule it has
 done (in thousandths), and the pruners compare trials at the same share. Imported when a search runs (it loads Optuna
@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 import warnings
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from transformers import TrainerCallback
+
+from finetune.errors import UserError
 
 SCALE = 1000  # steps are thousandths of the trial's schedule
 
@@ -80,6 +83,34 @@ class ReportToTrial(TrainerCallback):
         # A run at the end of its schedule has its value: stopping it then would only drop it from the selection.
         if step < SCALE and self.trial.should_prune():
             raise optuna.TrialPruned(f"{self.metric} {value:.4f} at {share(step)} of training")
+
+
+def retry_callback():
+    """Optuna's callback that runs a trial of a dead process again (renamed in Optuna 4.9)."""
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=2)
+
+
+def make_storage(url: str, heartbeat_interval: int):
+    """The RDB storage, with heartbeats so that the trial of a killed process is found and run again. Workers that
+    start together race to create the tables; the losers try again."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=2 * heartbeat_interval,
+                heartbeat_stale_trial_callback=retry_callback(),
+            )
+        except SQLAlchemyError as error:
+            if attempt == 4 or "already exists" not in str(error) and "UNIQUE" not in str(error):
+                raise UserError(f"--storage {url}: cannot open it ({error}).") from None
+            time.sleep(1 + attempt)
+        except (ImportError, ValueError) as error:
+            raise UserError(f"--storage {url}: cannot open it ({error}).") from None
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

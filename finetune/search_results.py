@@ -75,6 +75,7 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
         "objective": search.metric,
         "direction": "maximize" if search.greater_is_better else "minimize",
         "n_trials": args.n_trials,
+        "fixed": search.fixed,
         "trials": [describe_trial(trial) for trial in study.trials],
         "selection": selection,
         "winner": {**winner, "output_dir": str(winner_dir), "config": str(best_config)},

@@ -139,6 +139,16 @@ def check_pairs(path: str, space: dict[str, Spec], check_values) -> None:
                         ) from None
 
 
+def without_fixed(space: dict[str, Spec], given: dict, path: str) -> tuple[dict[str, Spec], dict]:
+    """The space less the keys that a passed-on flag sets, and those keys with the flags' values: a flag fixes what it
+    names for every trial (``--num_train_epochs 4`` searches the rest at 4 epochs), as it does for every other key."""
+    fixed = {name: given[name] for name in space if name in given}
+    if len(fixed) == len(space):
+        flags = ", ".join(f"--{name}" for name in fixed)
+        raise UserError(f"Search space {path}: the flags {flags} fix every key of it; nothing is left to search.")
+    return {name: spec for name, spec in space.items() if name not in fixed}, fixed
+
+
 def param_flags(params: dict) -> list[str]:
     flags = []
     for name, value in params.items():

@@ -67,6 +67,7 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
     assert search_main(argv + ["--selection_seeds", "1", "--max_predict_samples", "40"]) == 0
 
     document = json.loads((search_dir / "search.json").read_text())
+    assert document["fixed"] == {}  # no flag sets a key of the space
     trials = document["trials"]
     assert [trial["number"] for trial in trials] == [0, 1, 2]
     assert all(trial["state"] in ("complete", "pruned") and trial["seconds"] > 0 for trial in trials)
@@ -389,6 +390,32 @@ def test_trial_0_is_the_config_or_the_log_names_the_values_outside_the_space(
     else:
         assert waiting == [] and "trial 0 is not the config as it is" in caplog.text
         assert "num_filters 32 lies outside the search space" in caplog.text
+
+
+def test_a_flag_that_sets_a_key_of_the_space_fixes_it_for_every_trial(config, tmp_path, caplog, capsys):
+    import logging
+
+    from finetune.search import make_parser, prepare
+
+    # num_filters 4 lies outside the space: fixed by its flag, the space's choices are neither checked nor drawn.
+    extra = ("--num_filters", "4", "--max_length", "32")
+    args, flags = make_parser().parse_known_args(
+        search_command(config, write_space(tmp_path, SPACE), tmp_path / "s", *extra)
+    )
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        search, space = prepare(args, flags)
+    assert sorted(space) == ["kernel_sizes", "learning_rate"] and search.fixed == {"num_filters": 4}
+    assert "not searched, the command line sets them for every trial: {'num_filters': 4}" in caplog.text
+    model_args, data_args, _ = search.arguments({"learning_rate": 2e-3, "kernel_sizes": [2, 3]}, tmp_path / "trial")
+    assert model_args.num_filters == 4 and model_args.kernel_sizes == [2, 3] and data_args.max_length == 32
+    # Trial 0 is still the config, on the keys left to search.
+    assert config_params(args.config, flags, space) == {"learning_rate": 5.0e-3, "kernel_sizes": [1, 2, 3]}
+
+    space_path = write_space(tmp_path, {"num_filters": [8, 16]})
+    argv = ["search", *search_command(config, space_path, tmp_path / "search", "--num_filters", "4")]
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert "the flags --num_filters fix every key of it; nothing is left to search" in error
 
 
 def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(reviews, tmp_path, capsys):
