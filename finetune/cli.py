@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import select
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -46,7 +48,8 @@ def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
     with one line, and the module's ``INTERRUPTED_HINT`` (how to go on) when it has one."""
     try:
         try:
-            return main(argv)
+            with remembered_interrupts():
+                return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -63,6 +66,47 @@ def run_command(main: Callable[[list[str]], int], argv: list[str]) -> int:
         for stream in closed:
             os.dup2(devnull, stream.fileno())
         return CLOSED_PIPE_STATUS
+
+
+PRESSED: list[int] = []  # the Ctrl-Cs of this command, raised or dropped
+
+
+@contextmanager
+def remembered_interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered: Python drops one raised in a
+    garbage-collection callback, as happens while a model is built, and ``check_interrupt`` raises it again at the
+    next training step or batch of predictions (the traceback Python would print for the dropped one, "Exception ignored in ...", is left
+    out). Where SIGINT is ignored (a background job) or another handler has it, or off the main thread, nothing
+    changes."""
+    mine = threading.current_thread() is threading.main_thread()
+    mine = mine and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    unraisable = sys.unraisablehook
+
+    def remember(signum, frame):
+        PRESSED.append(signum)
+        raise KeyboardInterrupt
+
+    def dropped(info) -> None:
+        if not (PRESSED and issubclass(info.exc_type, KeyboardInterrupt)):
+            unraisable(info)
+
+    if mine:
+        signal.signal(signal.SIGINT, remember)
+        sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = unraisable
+            PRESSED.clear()
+
+
+def check_interrupt() -> None:
+    """Raises KeyboardInterrupt again, in the main thread, if Ctrl-C was pressed (its first raise may have been
+    dropped)."""
+    if PRESSED and threading.current_thread() is threading.main_thread():
+        raise KeyboardInterrupt
 
 
 def interrupted(hint: str = "") -> int:

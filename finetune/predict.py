@@ -30,7 +30,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 import finetune  # noqa: F401  (registers TextCNN with the Auto classes)
 from finetune.checkpoints import resolve_model_dir, run_arguments
-from finetune.cli import progress_bars
+from finetune.cli import check_interrupt, progress_bars
 from finetune.data import FORMATS, encode
 from finetune.data.tokenize import encode_windows
 from finetune.data.windows import TextLogits, check_window_stride, default_window_stride, reduction
@@ -194,6 +194,7 @@ class Classifier:
         ):
             for group, batches in zip(groups, self.tokenized_groups(texts, pairs, groups, batch_size), strict=True):
                 for rows, batch in batches:
+                    check_interrupt()  # a Ctrl-C that Python dropped (finetune.cli.remembered_interrupts)
                     output = self.model(**{name: tensor.to(self.device) for name, tensor in batch.items()}).logits
                     logits.add(rows, output.double().cpu().numpy())
                 bar.update(len(group))

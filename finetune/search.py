@@ -36,6 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.cli import check_interrupt
 from finetune.errors import UserError
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
@@ -379,6 +380,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     progress = tqdm(total=args.n_trials, initial=min(len(finished(study)), args.n_trials), desc="trials", unit="trial")
     try:
         while len(finished(study)) < args.n_trials:
+            check_interrupt()  # a Ctrl-C that Python dropped during the last trial
             if args.timeout is not None and time.monotonic() - started > args.timeout:
                 logger.info("search: --timeout %gs reached; no more trials from this process", args.timeout)
                 break

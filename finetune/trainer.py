@@ -15,6 +15,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, EvalPrediction
 
 from finetune.checkpoints import COMPLETE_FILE, TRAINING_ARGS_FILE, mark_complete, stop_when_disk_full
+from finetune.cli import check_interrupt
 from finetune.data import LABELS, ShuffledLengthGroupedSampler, token_lengths
 from finetune.data.sampler import column_array
 from finetune.data.windows import TEXT_INDEX, reduction, texts_of_windows
@@ -64,6 +65,7 @@ class ClassifierTrainer(transformers.Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        check_interrupt()  # a Ctrl-C that Python dropped (finetune.cli.remembered_interrupts)
         if self.started is not None:
             logger.info("first training step, %.1f s after the arguments were read", time.monotonic() - self.started)
             self.started = None

@@ -168,6 +168,28 @@ def test_an_error_while_tokenizing_in_the_background_reaches_the_caller(textcnn_
     assert calls == [16, 16]  # groups of 4 batches; the second one ran in the background thread
 
 
+def test_a_ctrl_c_that_python_dropped_stops_predictions_at_the_next_batch(textcnn_run, tmp_path, capsys):
+    from finetune.cli import PRESSED, run_command
+
+    classifier = Classifier.load(textcnn_run, device="cpu")
+    batches = []
+    forward = classifier.model.forward
+
+    def forward_and_press_ctrl_c(**inputs):
+        batches.append(len(inputs["input_ids"]))
+        PRESSED.append(2)  # pressed during the first batch, its KeyboardInterrupt dropped
+        return forward(**inputs)
+
+    classifier.model.forward = forward_and_press_ctrl_c
+
+    def command(argv):
+        classifier.probabilities(zigzag_texts(), batch_size=4)
+        return 0
+
+    assert run_command(command, []) == 130 and batches == [4]
+    assert "stopped (Ctrl-C)" in capsys.readouterr().err and PRESSED == []
+
+
 def test_top_k(textcnn_run, tmp_path, capsys):
     model = ["--model", str(textcnn_run), "--input", str(TEST_FILE)]
     assert predict_main(model + ["--top_k", "all"]) == 0  # jsonl on stdout

@@ -467,3 +467,32 @@ def test_training_skips_bad_rows_into_a_report_and_reads_bom_crlf_and_long_texts
     assert cli_main([*args, "--bad_rows", "skip"]) == 0
     assert "prepared data: hit" in capsys.readouterr().out
     assert (tmp_path / "warm" / "bad_rows.jsonl").read_text() == (tmp_path / "run" / "bad_rows.jsonl").read_text()
+
+
+def test_a_ctrl_c_that_python_drops_while_the_model_is_built_stops_the_run_at_its_first_step(
+    reviews, tmp_path, monkeypatch, capsys
+):
+    import signal
+
+    import finetune.train as train_module
+    from finetune.cli import check_interrupt, run_command
+
+    class PressedDuringCollection:
+        def __del__(self):  # a garbage-collection callback: the KeyboardInterrupt raised here is dropped
+            signal.raise_signal(signal.SIGINT)
+
+    build_model = train_module.build_model
+
+    def build_model_and_press_ctrl_c(*args, **kwargs):
+        PressedDuringCollection()
+        return build_model(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "build_model", build_model_and_press_ctrl_c)
+    unraisable = sys.unraisablehook
+    assert run_command(train_module.main, run_args(reviews, tmp_path, "run")) == 130
+    error = capsys.readouterr().err
+    assert "stopped (Ctrl-C)" in error and "Exception ignored" not in error and "Traceback" not in error
+    assert not (tmp_path / "run" / "best.json").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
+    # Afterwards Ctrl-C and unraisable exceptions are Python's own again, and nothing is left pressed.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is unraisable
+    check_interrupt()
