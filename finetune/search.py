@@ -284,8 +284,12 @@ def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: a
         study.set_user_attr("metric", search.metric)
         study.set_user_attr("steps", STEPS)
     elif recorded != described or study.user_attrs.get("metric") != search.metric:
+        keys = set(recorded) | set(described)
+        changed = sorted(name for name in keys if recorded.get(name) != described.get(name))
+        differs = f"space keys {', '.join(changed)}" if changed else f"objective {study.user_attrs.get('metric')}"
         raise UserError(
-            f"The study {args.study_name} in {storage_url} was made with another search space or objective; "
+            f"The study {args.study_name} in {storage_url} was made with another search space or objective (its "
+            f"{differs}; a flag that sets a key of the space takes it out); run the command that started it, or "
             "give a new --study_name (or --search_dir) for this one."
         )
     elif study.user_attrs.get("steps") != STEPS:

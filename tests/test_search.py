@@ -412,6 +412,20 @@ def test_a_flag_that_sets_a_key_of_the_space_fixes_it_for_every_trial(config, tm
     assert "the flags --num_filters fix every key of it; nothing is left to search" in error
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_study_continued_with_another_space_is_refused_naming_the_keys(config, tmp_path):
+    from finetune.errors import UserError
+    from finetune.search import make_parser, open_study, prepare
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = search_command(config, write_space(tmp_path, SPACE), tmp_path / "s")
+    first = make_parser().parse_known_args(command)
+    open_study(*prepare(*first), storage, first[0])
+    again = make_parser().parse_known_args([*command, "--num_filters", "8"])  # a flag takes num_filters out
+    with pytest.raises(UserError, match=r"another search space or objective \(its space keys num_filters; a flag"):
+        open_study(*prepare(*again), storage, again[0])
+
+
 def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(reviews, tmp_path, capsys):
     pairs = sentence_pair_files(reviews, tmp_path)
     values = {f"{split}_file": str(path) for split, path in pairs.items()}
