@@ -75,9 +75,9 @@ PRESSED: list[int] = []  # the Ctrl-Cs of this command, raised or dropped
 def remembered_interrupts() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered: Python drops one raised in a
     garbage-collection callback, as happens while a model is built, and ``check_interrupt`` raises it again at the
-    next training step or batch of predictions (the traceback Python would print for the dropped one, "Exception ignored in ...", is left
-    out). Where SIGINT is ignored (a background job) or another handler has it, or off the main thread, nothing
-    changes."""
+    next training step or batch of predictions (without the "Exception ignored in ..." traceback Python prints for
+    the dropped one). Where SIGINT is ignored (a background job) or another handler has it, or off the main thread,
+    nothing changes."""
     mine = threading.current_thread() is threading.main_thread()
     mine = mine and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     unraisable = sys.unraisablehook
