@@ -38,6 +38,7 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import UserError
+from finetune.search_output import TRIAL_LOG, log_trial_end, trial_output
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -69,6 +70,7 @@ class Search:
     seed: int
     baseline: str = "tfidf"  # the config's
     fixed: dict = field(default_factory=dict)  # keys of the space that a passed-on flag sets: not searched
+    shown_warnings: set[str] = field(default_factory=set)  # a trial's warnings reach the console once
 
     def arguments(self, params: dict, output_dir: Path, seed: int | None = None, test: bool = False) -> tuple:
         """``finetune train``'s three argument groups for a trial: the config, the passed-on flags, the trial's
@@ -89,7 +91,8 @@ class Search:
 
         started = time.monotonic()
         try:
-            results = train(*self.arguments(params, output_dir, seed), callbacks=callbacks)
+            with trial_output(output_dir, self.args.verbose, self.shown_warnings) as log_lines:
+                results = train(*self.arguments(params, output_dir, seed), callbacks=[*callbacks, *log_lines])
         finally:
             if not self.args.keep_checkpoints:
                 for checkpoint in output_dir.glob("checkpoint-*"):
@@ -142,6 +145,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_k", type=int, default=3, help="the best trials to train again with more seeds")
     parser.add_argument("--selection_seeds", type=int, default=2, help="more seeds for each of the top_k trials")
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep every trial's checkpoint-N folders")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"print each trial's whole output (as finetune train prints it) instead of writing it to its {TRIAL_LOG}",
+    )
     parser.add_argument(
         "--heartbeat_interval",
         type=int,
@@ -364,6 +372,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     """Runs trials one at a time until the study holds n_trials finished ones (counting every worker's)."""
     import optuna
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from finetune.search_pruning import ReportToTrial
 
@@ -373,6 +382,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
         trial.set_user_attr("output_dir", str(output_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         logger.info("trial %d: %s -> %s", trial.number, params, output_dir)
+        ran.append(trial.number)
         callback = ReportToTrial(trial, search.metric)
         results = search.train(params, output_dir, callbacks=[callback])
         trial.set_user_attr("seconds", round(results["search_seconds"], 1))
@@ -380,9 +390,13 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
             trial.set_user_attr("eval_accuracy", results["eval_accuracy"])
         return results[search.metric]
 
+    ran: list[int] = []  # the numbers of this process's trials
+    if not args.verbose:
+        logger.info("search: each trial's output goes to its %s; --verbose prints it here", TRIAL_LOG)
     started = time.monotonic()
     progress = tqdm(total=args.n_trials, initial=min(len(finished(study)), args.n_trials), desc="trials", unit="trial")
-    try:
+    # The log's console lines are written above the bar rather than across it.
+    with progress, logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm):
         while len(finished(study)) < args.n_trials:
             check_interrupt()  # a Ctrl-C that Python dropped during the last trial
             if args.timeout is not None and time.monotonic() - started > args.timeout:
@@ -395,10 +409,9 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
                     study.optimize(objective, n_trials=1)
+                log_trial_end(study, ran[-1], search.metric, progress)
             progress.n = min(len(finished(study)), args.n_trials)
             progress.refresh()
-    finally:
-        progress.close()
 
 
 def wait_for_running_trials(study) -> None:

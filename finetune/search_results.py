@@ -109,7 +109,16 @@ def selection_run(search: Search, trial, params: dict, seed: int) -> float:
     if (output_dir / "best.json").is_file() and results_file.is_file():
         return json.loads(results_file.read_text(encoding="utf-8"))[search.metric]
     logger.info("selection: trial %d with seed %d -> %s", trial.number, seed, output_dir)
-    return search.train(params, output_dir, seed=seed)[search.metric]
+    results = search.train(params, output_dir, seed=seed)
+    logger.info(
+        "selection: trial %d with seed %d: %s %.4f in %.0f s",
+        trial.number,
+        seed,
+        search.metric,
+        results[search.metric],
+        results["search_seconds"],
+    )
+    return results[search.metric]
 
 
 def describe_trial(trial) -> dict:
@@ -203,6 +212,10 @@ def plot_study(study, search_dir: Path) -> dict[str, str]:
             ("optimization_history", plots.plot_optimization_history),
             ("param_importances", plots.plot_param_importances),
         ):
+            completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if name == "param_importances" and len(completed) < 2:  # Optuna would draw them all equal
+                logger.info("search: no %s plot (%d completed trial: too few to compare)", name, len(completed))
+                continue
             try:
                 axes = plot(study)
             except (ValueError, RuntimeError) as error:  # too few trials for importances

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from functools import partial
 
 import datasets
-from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback, set_seed
 
 from finetune.baseline import BASELINE_FILE, SPLIT_NAMES, comparison, fit_baseline, log_baseline, prefixed
 from finetune.build import build_model, build_tokenizer, check_kernel_fits
@@ -93,8 +93,9 @@ def make_trainer(
     trainer_class: type[ClassifierTrainer] = ClassifierTrainer,
     callbacks: Collection[TrainerCallback] = (),
 ) -> ClassifierTrainer:
-    """The Trainer of a run on its train and validation splits, with the callbacks every run has and ``callbacks``."""
-    return trainer_class(
+    """The Trainer of a run on its train and validation splits, with the callbacks every run has and ``callbacks``
+    (one with ``replaces_printer`` writes the log lines that the Trainer would print)."""
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -106,6 +107,9 @@ def make_trainer(
         started=started,
         class_weights=class_weights,
     )
+    if any(getattr(callback, "replaces_printer", False) for callback in callbacks):
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def run_callbacks(training_args: TrainingArguments, splits: Collection[datasets.Dataset]) -> list[TrainerCallback]:

@@ -2,7 +2,9 @@
 two workers on one study, and search spaces that are refused."""
 
 import glob
+import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -64,7 +66,12 @@ def search_command(config: Path, space: Path, search_dir: Path, *extra: str) -> 
 def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_path, capsys):
     search_dir = tmp_path / "search"
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "3", "--top_k", "2")
-    assert search_main(argv + ["--selection_seeds", "1", "--max_predict_samples", "40"]) == 0
+    console = logging.StreamHandler(io.StringIO())  # a console beside the command's own
+    logging.getLogger("finetune").addHandler(console)
+    try:
+        assert search_main(argv + ["--selection_seeds", "1", "--max_predict_samples", "40"]) == 0
+    finally:
+        logging.getLogger("finetune").removeHandler(console)
 
     document = json.loads((search_dir / "search.json").read_text())
     assert document["fixed"] == {}  # no flag sets a key of the space
@@ -94,6 +101,19 @@ def test_search_selects_over_seeds_and_writes_a_config_train_takes(config, tmp_p
         assert entry["mean"] == pytest.approx((entry["values"]["42"] + entry["values"]["43"]) / 2)
     winner = document["winner"]
     assert winner["mean"] == min(entry["mean"] for entry in selection)
+
+    # The console has a line as each trial and selection run starts and ends; what each prints (the data, the
+    # Trainer's log lines) is in its train.log.
+    shown, printed = console.stream.getvalue(), capsys.readouterr().out
+    assert "'loss':" not in printed and "best checkpoint" not in shown
+    for trial in trials:
+        outcome = f"eval_loss {trial['value']:.4f}" if trial["state"] == "complete" else "pruned at"
+        assert f"trial {trial['number']}: {outcome}" in shown
+        log = (search_dir / f"trial-{trial['number']}" / "train.log").read_text(encoding="utf-8")
+        assert "'loss':" in log and "'eval_loss':" in log
+    for entry in selection:
+        assert f"selection: trial {entry['trial']} with seed 43: eval_loss {entry['values']['43']:.4f}" in shown
+        assert "best checkpoint" in (search_dir / f"trial-{entry['trial']}" / "seed-43" / "train.log").read_text()
 
     # The test split is scored once, for the winner; the trials never saw it.
     assert not list(search_dir.glob("trial-*/test_results.json"))
@@ -287,9 +307,8 @@ def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
     assert len(seeds) == 300 and all(0 <= seed < 2**32 for seed in seeds)
 
 
-def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_it(caplog):
+def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_it(finetune_log):
     import argparse
-    import logging
 
     import optuna
     from optuna.trial import TrialState, create_trial
@@ -298,21 +317,19 @@ def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_i
 
     study = optuna.create_study()
     args = argparse.Namespace(study_name="finetune-search", n_trials=2, worker=False)
-    with caplog.at_level(logging.INFO, logger="finetune"):
-        log_continued(study, args)  # a new study: nothing to say
-    assert caplog.text == ""
+    log_continued(study, args)  # a new study: nothing to say
+    assert finetune_log == []
     distribution = optuna.distributions.FloatDistribution(0.0, 1.0)
     for value, state in [(0.5, TrialState.COMPLETE), (0.4, TrialState.COMPLETE), (None, TrialState.PRUNED)]:
         study.add_trial(create_trial(params={"x": 0.1}, distributions={"x": distribution}, value=value, state=state))
-    with caplog.at_level(logging.INFO, logger="finetune"):
-        log_continued(study, args)
-    assert "continuing study finetune-search: 3 finished trial(s), 0 running; --n_trials 2" in caplog.text
-    assert "already holds 3 finished trials, more than --n_trials 2: no trial runs" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="finetune"):
-        log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3, worker=True))
-    assert "worker: joining study finetune-search: 3 finished trial(s)" in caplog.text
-    assert "more than" not in caplog.text
+    log_continued(study, args)
+    text = "\n".join(finetune_log)
+    assert "continuing study finetune-search: 3 finished trial(s), 0 running; --n_trials 2" in text
+    assert "already holds 3 finished trials, more than --n_trials 2: no trial runs" in text
+    finetune_log.clear()
+    log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3, worker=True))
+    assert "worker: joining study finetune-search: 3 finished trial(s)" in finetune_log[0]
+    assert not any("more than" in message for message in finetune_log)
 
 
 @pytest.mark.parametrize(
@@ -359,8 +376,6 @@ def test_the_shipped_search_spaces_pass_the_checks_with_their_configs(name, revi
 def test_trial_0_is_the_config_or_the_log_names_the_values_outside_the_space(
     num_filters, shipped, config, tmp_path, caplog
 ):
-    import logging
-
     from finetune.search import make_parser, open_study, prepare
 
     values = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -386,9 +401,7 @@ def test_trial_0_is_the_config_or_the_log_names_the_values_outside_the_space(
         assert "num_filters 32 lies outside the search space" in caplog.text
 
 
-def test_a_flag_that_sets_a_key_of_the_space_fixes_it_for_every_trial(config, tmp_path, caplog, capsys):
-    import logging
-
+def test_a_flag_that_sets_a_key_of_the_space_fixes_it_for_every_trial(config, tmp_path, finetune_log, capsys):
     from finetune.search import make_parser, prepare
 
     # num_filters 4 lies outside the space: fixed by its flag, the space's choices are neither checked nor drawn.
@@ -396,10 +409,9 @@ def test_a_flag_that_sets_a_key_of_the_space_fixes_it_for_every_trial(config, tm
     args, flags = make_parser().parse_known_args(
         search_command(config, write_space(tmp_path, SPACE), tmp_path / "s", *extra)
     )
-    with caplog.at_level(logging.INFO, logger="finetune"):
-        search, space = prepare(args, flags)
+    search, space = prepare(args, flags)
     assert sorted(space) == ["kernel_sizes", "learning_rate"] and search.fixed == {"num_filters": 4}
-    assert "not searched, the command line sets them for every trial: {'num_filters': 4}" in caplog.text
+    assert "search: not searched, the command line sets them for every trial: {'num_filters': 4}" in finetune_log
     model_args, data_args, _ = search.arguments({"learning_rate": 2e-3, "kernel_sizes": [2, 3]}, tmp_path / "trial")
     assert model_args.num_filters == 4 and model_args.kernel_sizes == [2, 3] and data_args.max_length == 32
     # Trial 0 is still the config, on the keys left to search.
@@ -496,3 +508,45 @@ def test_a_study_of_an_earlier_finetune_reporting_by_epoch_is_refused(config, tm
     error = capsys.readouterr().err
     assert "by epoch, not by share of the schedule" in error and "--study_name" in error and "Traceback" not in error
     assert not (tmp_path / "search" / "trial-0").exists()
+
+
+def test_a_trials_output_goes_to_its_log_and_its_warnings_to_the_console_once(tmp_path, caplog):
+    from finetune.search_output import trial_output
+
+    logger = logging.getLogger("finetune")
+    console = logging.StreamHandler(io.StringIO())
+    shown: set[str] = set()
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        logger.addHandler(console)
+        try:
+            for number in range(2):
+                with trial_output(tmp_path / f"trial-{number}", False, shown) as callbacks:
+                    logger.info("data: %d rows", 10 + number)
+                    logger.warning("check: 2 duplicate rows")
+                    logger.warning("check: %d%% longer than max_length", number)
+                assert [callback.replaces_printer for callback in callbacks] == [True]
+            with pytest.raises(ValueError), trial_output(tmp_path / "trial-2", False, shown):
+                raise ValueError("a bad value")
+            logger.info("after the trials")
+            with trial_output(tmp_path / "verbose", True, shown) as callbacks:
+                logger.info("verbose: printed")
+        finally:
+            logger.removeHandler(console)
+    assert console.stream.getvalue().splitlines() == [
+        "check: 2 duplicate rows",
+        "check: 0% longer than max_length",
+        "check: 1% longer than max_length",
+        f"its output: {tmp_path / 'trial-2' / 'train.log'}",
+        "after the trials",
+        "verbose: printed",
+    ]
+    assert callbacks == [] and not (tmp_path / "verbose" / "train.log").exists()
+    log = (tmp_path / "trial-1" / "train.log").read_text(encoding="utf-8")
+    assert "[finetune] data: 11 rows" in log and "check: 2 duplicate rows" in log and "10 rows" not in log
+
+
+def test_verbose_prints_each_trials_output(config, tmp_path, capsys):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "1", "--top_k", "1")
+    assert search_main([*argv, "--selection_seeds", "0", "--verbose"]) == 0
+    assert "'loss':" in capsys.readouterr().out and not (search_dir / "trial-0" / "train.log").exists()

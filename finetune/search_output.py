@@ -1,0 +1,103 @@
+"""What a search shows: a line as each trial starts and one as it ends, under a bar over the trials. Each trial's own
+output (the data, the model, the Trainer's log lines) goes to its ``train.log``; its warnings still reach the
+console, and ``--verbose`` prints all of it there, as ``finetune train`` does."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger("finetune")
+
+TRIAL_LOG = "train.log"
+
+
+class TrialWarnings(logging.Filter):
+    """What the console passes during a trial: warnings, each text once in the search (every trial reads the same
+    data, and the data checks would repeat theirs)."""
+
+    def __init__(self, shown: set[str]):
+        super().__init__()
+        self.shown = shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Decided once per record: every handler of the logger asks, and the first would mark the text shown.
+        if not hasattr(record, "trial_console"):
+            record.trial_console = record.levelno >= logging.WARNING and record.getMessage() not in self.shown
+            if record.trial_console:
+                self.shown.add(record.getMessage())
+        return record.trial_console
+
+
+@contextmanager
+def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
+    """Inside, the "finetune" log goes to ``output_dir/train.log`` and the logger's other handlers (the console) pass
+    new warnings only. Yields the callbacks that send the Trainer's log lines there too."""
+    if verbose:
+        yield []
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / TRIAL_LOG
+    handlers, only_warnings = list(logger.handlers), TrialWarnings(shown)
+    with open(path, "w", encoding="utf-8") as stream:
+        to_file = logging.StreamHandler(stream)
+        to_file.setFormatter(logging.Formatter("%(asctime)s [finetune] %(message)s"))
+        for handler in handlers:
+            handler.addFilter(only_warnings)
+        logger.addHandler(to_file)
+        try:
+            yield [log_lines_callback()]
+        except Exception as error:
+            if type(error).__name__ != "TrialPruned":  # pruning is no error; its line comes after the trial
+                logger.warning("its output: %s", path)
+            raise
+        finally:
+            logger.removeHandler(to_file)
+            for handler in handlers:
+                handler.removeFilter(only_warnings)
+
+
+def log_lines_callback():
+    """A callback that logs the Trainer's log lines (loss, learning rate, evaluations) in place of its
+    PrinterCallback, which prints them (``replaces_printer``: see train.build_trainer)."""
+    from transformers import TrainerCallback
+
+    class LogLines(TrainerCallback):
+        replaces_printer = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_local_process_zero and logs:
+                shown = {name: f"{value:.4g}" if isinstance(value, float) else value for name, value in logs.items()}
+                shown.pop("total_flos", None)
+                logger.info("%s", shown)
+
+    return LogLines()
+
+
+def log_trial_end(study, number: int, metric: str, progress) -> None:
+    """One line for a finished trial of this process: its value (or how far it got when pruned), its time, and the
+    best trial so far, which the bar shows too."""
+    from optuna.trial import TrialState
+
+    from finetune.search_pruning import share
+
+    trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+    seconds = trial.user_attrs.get("seconds")
+    if seconds is None and trial.datetime_start and trial.datetime_complete:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"{metric} {trial.value:.4f}{took}"
+    elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        outcome = f"pruned at {share(step)} of its schedule, {metric} {trial.intermediate_values[step]:.4f}{took}"
+    else:
+        outcome = f"{trial.state.name.lower()}{took}"
+    try:
+        best = study.best_trial
+    except ValueError:  # no trial has completed yet
+        logger.info("trial %d: %s", number, outcome)
+        return
+    logger.info("trial %d: %s; best so far: trial %d, %s %.4f", number, outcome, best.number, metric, best.value)
+    progress.set_postfix_str(f"best {metric} {best.value:.4f} (trial {best.number})", refresh=False)
