@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.cli import check_interrupt
-from finetune.errors import UserError
-from finetune.search_output import TRIAL_LOG, log_trial_end, trial_output
+from finetune.errors import OutOfDeviceMemory, UserError
+from finetune.search_output import TRIAL_LOG, log_trial_end, setup_logging, trial_output
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -261,15 +261,6 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
     return search, space
 
 
-def setup_logging() -> None:
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("[finetune] %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.INFO)
-
-
 def open_study(search: Search, space: dict[str, Spec], storage_url: str, args: argparse.Namespace):
     """Creates the study, or loads it to continue; a study made with another space or objective is refused."""
     import optuna
@@ -345,9 +336,12 @@ def log_continued(study, args: argparse.Namespace) -> None:
 
 
 def finished(study) -> list:
+    """The trials that count toward --n_trials: complete, pruned, and failed out of device memory (the trial of a
+    killed process fails too, but runs again as a new trial)."""
     from optuna.trial import TrialState
 
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    return [trial for trial in trials if trial.state != TrialState.FAIL or "error" in trial.user_attrs]
 
 
 def sampler_seed(seed: int, trials: int, worker: bool, process: tuple[str, int] | None = None) -> int:
@@ -384,7 +378,11 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
         logger.info("trial %d: %s -> %s", trial.number, params, output_dir)
         ran.append(trial.number)
         callback = ReportToTrial(trial, search.metric)
-        results = search.train(params, output_dir, callbacks=[callback])
+        try:
+            results = search.train(params, output_dir, callbacks=[callback])
+        except OutOfDeviceMemory as error:  # the trial fails (see optimize's catch); smaller settings may fit
+            trial.set_user_attr("error", str(error))
+            raise
         trial.set_user_attr("seconds", round(results["search_seconds"], 1))
         if "eval_accuracy" in results:
             trial.set_user_attr("eval_accuracy", results["eval_accuracy"])
@@ -408,7 +406,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
             else:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                    study.optimize(objective, n_trials=1)
+                    study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory,))
                 log_trial_end(study, ran[-1], search.metric, progress)
             progress.n = min(len(finished(study)), args.n_trials)
             progress.refresh()

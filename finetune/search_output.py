@@ -5,12 +5,24 @@ console, and ``--verbose`` prints all of it there, as ``finetune train`` does.""
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger("finetune")
 
 TRIAL_LOG = "train.log"
+
+
+def setup_logging() -> None:
+    """The "finetune" log on stdout, as finetune train has it (unless a caller set up its own handlers)."""
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[finetune] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO)
 
 
 class TrialWarnings(logging.Filter):
@@ -50,6 +62,7 @@ def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
             yield [log_lines_callback()]
         except Exception as error:
             if type(error).__name__ != "TrialPruned":  # pruning is no error; its line comes after the trial
+                traceback.print_exception(error, file=stream)
                 logger.warning("its output: %s", path)
             raise
         finally:
@@ -92,6 +105,9 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
     elif trial.state == TrialState.PRUNED and trial.intermediate_values:
         step = max(trial.intermediate_values)
         outcome = f"pruned at {share(step)} of its schedule, {metric} {trial.intermediate_values[step]:.4f}{took}"
+    elif "error" in trial.user_attrs:  # out of memory: the search goes on
+        outcome = f"failed{took}: {trial.user_attrs['error']}"
+        release_device_memory()
     else:
         outcome = f"{trial.state.name.lower()}{took}"
     try:
@@ -101,3 +117,15 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
         return
     logger.info("trial %d: %s; best so far: trial %d, %s %.4f", number, outcome, best.number, metric, best.value)
     progress.set_postfix_str(f"best {metric} {best.value:.4f} (trial {best.number})", refresh=False)
+
+
+def release_device_memory() -> None:
+    """Gives the memory of a trial that ran out of it back to the device, for the next trial (its model and
+    optimizer went with its exception, and torch's allocator keeps freed blocks cached)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -68,7 +68,7 @@ from finetune.models.bert import (
 )
 from finetune.parsing import parse_args
 from finetune.report import CURVES_FILE, plot_curves, read_history
-from finetune.trainer import ClassifierTrainer
+from finetune.trainer import ClassifierTrainer, stop_when_out_of_memory
 
 logger = logging.getLogger("finetune")
 
@@ -236,7 +236,10 @@ def train(
         The run's train, eval and (with a test file) test metrics, as written to all_results.json.
     """
     # disable_tqdm turns off the bars of reading, tokenizing and writing weights too, not only the Trainer's.
-    with progress_bars(show=not training_args.disable_tqdm):
+    with (
+        progress_bars(show=not training_args.disable_tqdm),
+        stop_when_out_of_memory(training_args, data_args.max_length),
+    ):
         return train_run(model_args, data_args, training_args, callbacks)
 
 

@@ -309,6 +309,29 @@ def test_disk_full_while_saving_keeps_earlier_checkpoints_and_resume_finishes(
     )
 
 
+def test_out_of_device_memory_exits_2_naming_the_settings_to_lower(reviews, tmp_path, monkeypatch, capsys):
+    from finetune.cli import main as cli_main
+    from finetune.trainer import ClassifierTrainer
+
+    training_step = ClassifierTrainer.training_step
+
+    def out_of_memory_at_step_5(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == 4:  # as a device would at a batch larger than the ones before
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+                "1.06 GiB is free. Of the allocated memory 75.2 GiB is allocated by PyTorch."
+            )
+        return training_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", out_of_memory_at_step_5)
+    assert cli_main(["train", *run_args(reviews, tmp_path, "run", "--max_length", "96")]) == 2
+    err = capsys.readouterr().err
+    assert "error: CUDA out of memory. Tried to allocate 2.00 GiB (on cpu; per_device_train_batch_size 16, " in err
+    assert "per_device_eval_batch_size 8, max_length 96). Lower them" in err and "Traceback" not in err
+    run = tmp_path / "run"
+    assert checkpoint_problem(run / "checkpoint-4") is None and not (run / "best.json").exists()
+
+
 def test_disk_full_while_writing_best_stops_with_a_message_and_resume_writes_it(
     finished_run, reviews, tmp_path, monkeypatch, capsys
 ):

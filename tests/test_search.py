@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO, sentence_pair_files
 
@@ -550,3 +551,36 @@ def test_verbose_prints_each_trials_output(config, tmp_path, capsys):
     argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "1", "--top_k", "1")
     assert search_main([*argv, "--selection_seeds", "0", "--verbose"]) == 0
     assert "'loss':" in capsys.readouterr().out and not (search_dir / "trial-0" / "train.log").exists()
+
+
+def test_a_trial_out_of_device_memory_fails_and_the_search_goes_on(config, tmp_path, monkeypatch):
+    from finetune.trainer import ClassifierTrainer
+
+    training_step = ClassifierTrainer.training_step
+
+    def out_of_memory_at_batch_16(self, model, inputs, num_items_in_batch=None):
+        if self.args.per_device_train_batch_size == 16:  # as a device too small for that batch would
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has 1.06 GiB free.")
+        return training_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", out_of_memory_at_batch_16)
+    search_dir = tmp_path / "search"
+    space = write_space(tmp_path, {**SPACE, "per_device_train_batch_size": [8, 16]})
+    console = logging.StreamHandler(io.StringIO())
+    logging.getLogger("finetune").addHandler(console)
+    try:
+        argv = search_command(config, space, search_dir, "--n_trials", "4", "--top_k", "1", "--selection_seeds", "0")
+        assert search_main(argv) == 0
+    finally:
+        logging.getLogger("finetune").removeHandler(console)
+    document = json.loads((search_dir / "search.json").read_text())
+    trials = document["trials"]
+    assert len(trials) == 4  # the failed trials count toward --n_trials
+    failed = [trial for trial in trials if trial["params"]["per_device_train_batch_size"] == 16]
+    assert trials[0] in failed  # the config's own batch size
+    for trial in failed:
+        assert trial["state"] == "fail" and "CUDA out of memory. Tried to allocate 2.00 GiB (on cpu;" in trial["error"]
+        assert f"trial {trial['number']}: failed in " in console.stream.getvalue()
+        log = (search_dir / f"trial-{trial['number']}" / "train.log").read_text(encoding="utf-8")
+        assert "torch.OutOfMemoryError: CUDA out of memory" in log  # with its traceback
+    assert document["winner"]["params"]["per_device_train_batch_size"] == 8
