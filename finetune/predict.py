@@ -34,7 +34,7 @@ from finetune.cli import check_interrupt, progress_bars
 from finetune.data import FORMATS, encode
 from finetune.data.tokenize import encode_windows
 from finetune.data.windows import TextLogits, check_window_stride, default_window_stride, reduction
-from finetune.errors import UserError
+from finetune.errors import UserError, stop_when_out_of_memory
 from finetune.files import writable_file
 from finetune.metrics import DEFAULT_THRESHOLD
 from finetune.models.bert import check_max_length
@@ -188,9 +188,11 @@ class Classifier:
         order = np.argsort(characters, kind="stable")
         group_size = batch_size * BATCHES_PER_GROUP
         groups = [order[start : start + group_size] for start in range(0, len(order), group_size)]
+        settings = f"batch_size {batch_size}, max_length {self.max_length}"
         with (
             tqdm(total=len(texts), unit="text", disable=not progress, file=sys.stderr) as bar,
             torch.inference_mode(),
+            stop_when_out_of_memory(self.device, settings, "Lower --batch_size (or --max_length)."),
         ):
             for group, batches in zip(groups, self.tokenized_groups(texts, pairs, groups, batch_size), strict=True):
                 for rows, batch in batches:

@@ -19,7 +19,7 @@ from finetune.cli import check_interrupt
 from finetune.data import LABELS, ShuffledLengthGroupedSampler, token_lengths
 from finetune.data.sampler import column_array
 from finetune.data.windows import TEXT_INDEX, reduction, texts_of_windows
-from finetune.errors import OutOfDeviceMemory
+from finetune.errors import stop_when_out_of_memory as out_of_memory_stops
 from finetune.labels import classification_loss
 from finetune.throughput import ThroughputCallback
 
@@ -177,17 +177,12 @@ class ClassifierTrainer(transformers.Trainer):
             (output_dir / TRAINING_ARGS_FILE).write_text(self.args.to_json_string(), encoding="utf-8")
 
 
-@contextlib.contextmanager
 def stop_when_out_of_memory(args: transformers.TrainingArguments, max_length: int):
-    """Turns the device running out of memory (torch's error, with its allocator statistics and a traceback) into
-    a message that names the settings to lower."""
-    try:
-        yield
-    except torch.OutOfMemoryError as error:
-        reason = ". ".join(str(error).split(". ")[:2]) or "out of memory"  # what it tried to allocate
-        raise OutOfDeviceMemory(
-            f"{reason} (on {args.device}; per_device_train_batch_size {args.per_device_train_batch_size}, "
-            f"per_device_eval_batch_size {args.per_device_eval_batch_size}, max_length {max_length}). Lower them "
-            "(gradient_accumulation_steps keeps the batch of each optimizer step), or set bf16: true, or "
-            "gradient_checkpointing: true for a pretrained model. Checkpoints saved before it are intact."
-        ) from error
+    """A run out of device memory stops with the settings to lower (finetune.errors.stop_when_out_of_memory)."""
+    return out_of_memory_stops(
+        args.device,
+        f"per_device_train_batch_size {args.per_device_train_batch_size}, per_device_eval_batch_size "
+        f"{args.per_device_eval_batch_size}, max_length {max_length}",
+        "Lower them (gradient_accumulation_steps keeps the batch of each optimizer step), or set bf16: true, or "
+        "gradient_checkpointing: true for a pretrained model. Checkpoints saved before it are intact.",
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import QUICK_TEXTCNN, REPO, read_jsonl, sentence_pair_files
 from test_multilabel import QUICK, run_flags, topics  # noqa: F401  (topics is a fixture)
 from test_predict import TEST_FILE, bert_run, textcnn_run  # noqa: F401  (fixtures)
@@ -215,6 +216,24 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_goes_on(textcnn_run): 
             f"{url}/predict", json.dumps({"texts": [long_text], "top_k": "all"}, ensure_ascii=False).encode()
         )
         assert status == 200 and len(body["predictions"]) == 1
+
+
+def test_a_batch_out_of_device_memory_gets_a_500_and_the_server_goes_on(textcnn_run):  # noqa: F811
+    with serving(textcnn_run) as (url, app):
+        model = app.state.classifier.model
+        forward = model.forward
+
+        def out_of_memory_once(**inputs):  # the device full for one batch
+            model.forward = forward
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB. GPU 0 has 0.20 GiB free.")
+
+        model.forward = out_of_memory_once
+        status, body = call(f"{url}/predict", b'{"texts": ["a text"]}')
+        assert status == 500 and body["error"].startswith(
+            "Prediction failed: CUDA out of memory. Tried to allocate 1.00 GiB (on cpu; batch_size 64, max_length "
+        )
+        assert "Lower --batch_size" in body["error"]
+        assert call(f"{url}/predict", b'{"texts": ["a text"]}')[0] == 200
 
 
 def test_a_sentence_pair_export_answers_text_pairs_as_predict_does(reviews, tmp_path):

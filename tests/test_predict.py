@@ -190,6 +190,28 @@ def test_a_ctrl_c_that_python_dropped_stops_predictions_at_the_next_batch(textcn
     assert "stopped (Ctrl-C)" in capsys.readouterr().err and PRESSED == []
 
 
+def test_out_of_device_memory_exits_2_naming_the_batch_size(textcnn_run, capsys):
+    from finetune.cli import run_command
+
+    classifier = Classifier.load(textcnn_run, device="cpu", max_length=40)
+
+    def forward_out_of_memory(**inputs):  # as a device too small for the batch would
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 has 0.50 GiB free.")
+
+    classifier.model.forward = forward_out_of_memory
+
+    def command(argv):
+        classifier.probabilities(zigzag_texts(), batch_size=32)
+        return 0
+
+    assert run_command(command, []) == 2
+    error = capsys.readouterr().err
+    assert (
+        "error: CUDA out of memory. Tried to allocate 3.00 GiB (on cpu; batch_size 32, max_length 40). Lower " in error
+    )
+    assert "Traceback" not in error
+
+
 def test_top_k(textcnn_run, tmp_path, capsys):
     model = ["--model", str(textcnn_run), "--input", str(TEST_FILE)]
     assert predict_main(model + ["--top_k", "all"]) == 0  # jsonl on stdout
