@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import OutOfDeviceMemory, UserError
-from finetune.search_output import TRIAL_LOG, log_trial_end, setup_logging, trial_output
+from finetune.search_output import TRIAL_LOG, format_params, log_trial_end, setup_logging, trial_output
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -375,7 +375,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
         output_dir = search.search_dir / f"trial-{trial.number}"
         trial.set_user_attr("output_dir", str(output_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        logger.info("trial %d: %s -> %s", trial.number, params, output_dir)
+        logger.info("trial %d: %s -> %s", trial.number, format_params(params), output_dir)
         ran.append(trial.number)
         callback = ReportToTrial(trial, search.metric)
         try:

@@ -88,6 +88,14 @@ def log_lines_callback():
     return LogLines()
 
 
+def format_params(params: dict) -> str:
+    """A trial's values as the console and the report show them: floats to three significant digits (search.json
+    keeps them whole)."""
+    return ", ".join(
+        f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}" for name, value in params.items()
+    )
+
+
 def log_trial_end(study, number: int, metric: str, progress) -> None:
     """One line for a finished trial of this process: its value (or how far it got when pruned), its time, and the
     best trial so far, which the bar shows too."""

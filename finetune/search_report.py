@@ -16,6 +16,7 @@ from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.report import format_duration
 from finetune.search import STUDY_FILE
+from finetune.search_output import format_params
 from finetune.search_results import SEARCH_FILE
 
 MAX_TRIALS_SHOWN = 10
@@ -85,12 +86,6 @@ def read_search(directory: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not a search.json that finetune search wrote: {error}.") from None
-
-
-def format_params(params: dict) -> str:
-    return ", ".join(
-        f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}" for name, value in params.items()
-    )
 
 
 def last_value(trial: dict) -> tuple[float | None, str]:

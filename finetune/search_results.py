@@ -16,6 +16,7 @@ import yaml
 from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.files import write_json_atomically
+from finetune.search_output import format_params
 from finetune.search_space import decode
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
     }
     write_json_atomically(search.search_dir / SEARCH_FILE, document)
     logger.info(
-        "winner: trial %d %s, %s %.4f over %d seed(s) -> %s",
+        "winner: trial %d (%s), %s %.4f over %d seed(s) -> %s",
         winner["trial"],
-        winner["params"],
+        format_params(winner["params"]),
         search.metric,
         winner["mean"],
         len(winner["values"]),
