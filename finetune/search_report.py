@@ -163,5 +163,6 @@ def trial_lines(trials: list[dict], objective: str, lower: bool) -> list[str]:
             f"{reached:>8}",
             f"{format_duration(trial['seconds']) if trial.get('seconds') is not None else '-':>8}",
         ]
-        lines.append(" ".join(cells) + f"  {format_params(trial['params'])}")
+        failure = f" ({trial['error'].split('. ')[0]})" if trial.get("error") else ""  # out of device memory
+        lines.append(" ".join(cells) + f"  {format_params(trial['params'])}{failure}")
     return lines

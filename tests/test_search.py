@@ -553,7 +553,7 @@ def test_verbose_prints_each_trials_output(config, tmp_path, capsys):
     assert "'loss':" in capsys.readouterr().out and not (search_dir / "trial-0" / "train.log").exists()
 
 
-def test_a_trial_out_of_device_memory_fails_and_the_search_goes_on(config, tmp_path, monkeypatch):
+def test_a_trial_out_of_device_memory_fails_and_the_search_goes_on(config, tmp_path, monkeypatch, capsys):
     from finetune.trainer import ClassifierTrainer
 
     training_step = ClassifierTrainer.training_step
@@ -584,3 +584,7 @@ def test_a_trial_out_of_device_memory_fails_and_the_search_goes_on(config, tmp_p
         log = (search_dir / f"trial-{trial['number']}" / "train.log").read_text(encoding="utf-8")
         assert "torch.OutOfMemoryError: CUDA out of memory" in log  # with its traceback
     assert document["winner"]["params"]["per_device_train_batch_size"] == 8
+    capsys.readouterr()
+    assert cli_main(["report", str(search_dir)]) == 0
+    report = capsys.readouterr().out
+    assert "per_device_train_batch_size 16 (CUDA out of memory)" in report and f"{len(failed)} fail" in report
