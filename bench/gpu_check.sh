@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A check on one GPU, not a benchmark: the demo trained on cuda, `finetune search` with three processes sharing
-# the GPU, a search killed with SIGKILL and resumed by the same command, and the training, search and model tests
-# with cuda visible. Logs and search.json go to $OUT (default /tmp/gpu_check). About 6 minutes on an H100.
+# the GPU, a search killed with SIGKILL and resumed by the same command, a run and a search out of GPU memory (the
+# allocator held to a small share of it), and the training, search and model tests with cuda visible. Logs and
+# search.json go to $OUT (default /tmp/gpu_check). About 6 minutes on an H100 before the out-of-memory part.
 #
 #   bash bench/gpu_check.sh           # on the GPU machine
 #   SMALL=1 bash bench/gpu_check.sh   # the test fixture and a tiny model on the CPU: checks the script
@@ -79,8 +80,26 @@ timeout 150 $PY -m finetune search "${RESUME[@]}" >"$OUT/resume2.log" 2>&1
 echo "resumed search: exit $?, $(($(date +%s) - start)) s"
 states "$W/resume/search.json"
 
+echo "== 4. the GPU out of memory: a run with a batch too large, and a search whose space holds one"
+if $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  # torch's allocator held to 0.2% of the GPU (160 MB of an H100): batches of 32 fit, batches of 4096 do not.
+  printf 'import sys, torch\ntorch.cuda.set_per_process_memory_fraction(0.002)\nfrom finetune.cli import main\nsys.exit(main(sys.argv[1:]))\n' >"$W/small_gpu.py"
+  timeout 100 $PY "$W/small_gpu.py" train --config configs/textcnn.yaml --output_dir "$W/oom" --cache_dir "$W/cache" \
+    --per_device_train_batch_size 4096 --max_length 512 --num_train_epochs 1 >"$OUT/oom_train.log" 2>&1
+  echo "train, batch 4096: exit $? (2 expected)"; grep -E "^error:" "$OUT/oom_train.log"
+  printf 'per_device_train_batch_size: [32, 4096]\nlearning_rate: {low: 1.0e-3, high: 5.0e-3, log: true}\n' >"$W/oom_space.yaml"
+  timeout 200 $PY "$W/small_gpu.py" search --config configs/textcnn.yaml --search_space "$W/oom_space.yaml" \
+    --n_trials 4 --top_k 1 --selection_seeds 0 --num_train_epochs 1 --search_dir "$W/oom_search" \
+    --cache_dir "$W/cache" >"$OUT/oom_search.log" 2>&1
+  echo "search: exit $? (0 expected, the trials of batch 4096 failed)"
+  grep -E "trial [0-9]+: failed" "$OUT/oom_search.log" | cut -c1-200
+  states "$W/oom_search/search.json"
+else
+  echo "skipped: no cuda"
+fi
+
 if [ "$SMALL" != 1 ]; then
-  echo "== 4. tests with cuda visible"
+  echo "== 5. tests with cuda visible"
   timeout 200 $PY -m pytest -q -p no:cacheprovider -n 6 tests/test_train.py tests/test_search.py tests/test_decoders.py \
     tests/test_windows.py tests/test_predict.py tests/test_lora.py tests/test_multilabel.py \
     tests/test_class_weights.py >"$OUT/pytest.log" 2>&1
