@@ -301,7 +301,8 @@ class DataArguments:
             "help": "A text longer than max_length: truncate keeps max_length tokens of it (truncation_side). "
             "windows reads all of it, in overlapping windows of max_length tokens: training uses every window with "
             "the text's label, evaluation, predict and serve average the windows' logits per text (multi-label: "
-            "their maximum)."
+            "their maximum). Of a text pair, the second text is read in windows, each with the first (cut to half a "
+            "window if longer)."
         },
     )
     window_stride: int | None = field(
@@ -349,6 +350,12 @@ class DataArguments:
             )
         if self.max_length < 1:
             raise UserError(f"max_length must be positive, got {self.max_length}.")
+        columns = [self.text_column, self.text_pair_column, self.label_column]
+        if len({column for column in columns if column}) < len([column for column in columns if column]):
+            raise UserError(
+                f"text_column ({self.text_column}), text_pair_column ({self.text_pair_column}) and label_column "
+                f"({self.label_column}) must name different columns."
+            )
         if self.window_stride is not None and self.long_text != "windows":
             raise UserError("window_stride is for long_text: windows; set long_text: windows too, or drop it.")
         if self.long_text == "windows":
@@ -360,10 +367,6 @@ class DataArguments:
                 raise UserError(
                     f"window_stride {self.window_stride} must be at least 0 and smaller than max_length "
                     f"({self.max_length}): it is the number of tokens consecutive windows share."
-                )
-            if self.text_pair_column:
-                raise UserError(
-                    "long_text: windows reads single texts; a text pair model truncates (long_text: truncate)."
                 )
             if self.padding == "max_length":
                 raise UserError("long_text: windows pads each batch to its longest window; use padding: longest.")

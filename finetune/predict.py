@@ -129,13 +129,13 @@ class Classifier:
         if window_stride is not None and long_text != "windows":
             raise UserError("--window_stride is for long texts read in windows; add --long_text windows.")
         if long_text == "windows":
-            if data.get("text_pair_column"):
-                raise UserError("--long_text windows reads single texts; this model classifies text pairs.")
             if window_stride is None:
                 same_length = max_length == data.get("max_length")
                 window_stride = data.get("window_stride") if same_length else None
                 window_stride = default_window_stride(max_length) if window_stride is None else window_stride
-            check_window_stride(tokenizer, max_length, window_stride, "--window_stride")
+            check_window_stride(
+                tokenizer, max_length, window_stride, "--window_stride", bool(data.get("text_pair_column"))
+            )
         return cls(
             model=network.to(torch_device).eval(),
             tokenizer=tokenizer,
@@ -227,7 +227,10 @@ class Classifier:
             encoded = self.encode(group_texts, [pairs[row] for row in rows] if pairs is not None else None)
             owners = rows
         else:
-            encoded, windows = encode_windows(self.tokenizer, group_texts, self.max_length, self.window_stride)
+            group_pairs = [pairs[row] for row in rows] if pairs is not None else None
+            encoded, windows = encode_windows(
+                self.tokenizer, group_texts, group_pairs, self.max_length, self.window_stride
+            )
             owners = rows[windows]
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(lengths, kind="stable")

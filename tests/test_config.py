@@ -149,6 +149,7 @@ def test_unseen_labels_exit_2_from_a_real_process(reviews, tmp_path):
         (["--max_eval_samples", "-5"], "max_eval_samples must be at least 1, got -5"),
         (["--max_predict_samples", "0"], "max_predict_samples must be at least 1"),
         (["--push_to_hub", "true"], "push_to_hub needs the network, but HF_HUB_OFFLINE is set"),
+        (["--text_pair_column", "text"], "text_pair_column (text) and label_column (label) must name different"),
     ],
 )
 def test_preflight_errors_exit_2(reviews, tmp_path, capsys, flags, message):

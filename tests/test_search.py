@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, sentence_pair_files
+from conftest import REPO
 
 from finetune.cli import main as cli_main
 from finetune.parsing import parse_args
@@ -439,16 +439,13 @@ def test_a_study_continued_with_another_space_is_refused_naming_the_keys(config,
         open_study(*prepare(*again), storage, again[0])
 
 
-def test_windows_in_the_space_are_refused_before_any_trial_for_text_pairs(reviews, tmp_path, capsys):
-    pairs = sentence_pair_files(reviews, tmp_path)
-    values = {f"{split}_file": str(path) for split, path in pairs.items()}
-    values.update(text_column="first", text_pair_column="second", output_dir=str(tmp_path / "run"))
-    config = tmp_path / "pairs.yaml"
-    config.write_text(yaml.safe_dump(values), encoding="utf-8")
+def test_a_value_the_config_refuses_is_refused_before_any_trial(config, tmp_path, capsys):
+    values = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**values, "padding": "max_length"}), encoding="utf-8")
     space = write_space(tmp_path, {"long_text": ["truncate", "windows"]})
     assert cli_main(["search", *search_command(config, space, tmp_path / "search")]) == 2
     error = capsys.readouterr().err
-    assert "long_text: 'windows' is refused" in error and "text pair" in error and "Traceback" not in error
+    assert "long_text: 'windows' is refused" in error and "padding: longest" in error and "Traceback" not in error
     assert not (tmp_path / "search" / "study.db").exists()
 
 

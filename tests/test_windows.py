@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, QUICK_TEXTCNN, pretrained_run_flags, read_jsonl
+from conftest import FIXTURES, QUICK_TEXTCNN, pretrained_run_flags, read_jsonl, sentence_pair_files
 from test_multilabel import QUICK, run_flags, topics  # noqa: F401  (topics is a fixture)
 from test_train import make_tiny_bert
 from transformers import AutoTokenizer
@@ -48,7 +48,7 @@ def test_windows_hold_every_token_once_plus_the_overlap(kind, max_length, stride
     else:
         tokenizer, specials = build_vocab_tokenizer(TEXTS, max_length=max_length), 0
     texts = TEXTS[:40] + ["", "很" * 40, "很好 不错，" * 12]  # words between spaces: pre-tokenized apart
-    encoded, owners = encode_windows(tokenizer, texts, max_length, stride)
+    encoded, owners = encode_windows(tokenizer, texts, None, max_length, stride)
     assert list(owners) == sorted(owners) and set(owners) == set(range(len(texts)))
     whole = tokenizer(texts, add_special_tokens=False)["input_ids"]
     for index, tokens in enumerate(whole):
@@ -64,6 +64,44 @@ def test_windows_hold_every_token_once_plus_the_overlap(kind, max_length, stride
         assert joined == tokens
         if len(tokens) > max_length - specials:
             assert len(windows) > 1
+
+
+@pytest.mark.parametrize("kind", ["textcnn", "bert"])
+def test_pair_windows_read_the_second_text_each_with_the_first(kind, tiny_bert):
+    max_length, stride = 12, 2
+    if kind == "bert":
+        tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    else:
+        tokenizer = build_vocab_tokenizer(TEXTS, max_length=max_length)
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    cap = (max_length - specials) // 2
+    firsts = ["不错", "很好 不错", "很" * 30, "", "好的"]  # the third is longer than a window can keep of it
+    seconds = [TEXTS[0], "很好 不错，" * 6, TEXTS[1], TEXTS[2], "好"]
+    encoded, owners = encode_windows(tokenizer, firsts, seconds, max_length, stride)
+    assert list(owners) == sorted(owners) and set(owners) == set(range(len(firsts)))
+    for index, (first, second) in enumerate(zip(firsts, seconds, strict=True)):
+        first_ids = tokenizer(first, add_special_tokens=False)["input_ids"][:cap]
+        second_ids = tokenizer(second, add_special_tokens=False)["input_ids"]
+        rows = np.flatnonzero(owners == index)
+        joined = []
+        for row in rows:
+            window = encoded["input_ids"][row]
+            assert len(window) <= max_length
+            if kind == "bert":  # [CLS] first [SEP] part of the second [SEP], with the pair's token type ids
+                assert window[: len(first_ids) + 2] == [tokenizer.cls_token_id, *first_ids, tokenizer.sep_token_id]
+                assert window[-1] == tokenizer.sep_token_id
+                part = window[len(first_ids) + 2 : -1]
+                types = encoded["token_type_ids"][row]
+                assert types == [0] * (len(first_ids) + 2) + [1] * (len(part) + 1)
+            else:
+                assert window[: len(first_ids)] == first_ids
+                part = window[len(first_ids) :]
+            if joined:
+                assert part[:stride] == joined[len(joined) - stride :]  # consecutive windows share stride tokens
+                part = part[stride:]
+            joined += part
+        assert joined == second_ids
+        assert len(rows) > 1 or len(first_ids) + len(second_ids) + specials <= max_length
 
 
 def test_text_logits_average_or_take_the_maximum():
@@ -206,6 +244,46 @@ def test_multi_label_windows_take_each_labels_maximum(topics, tmp_path):  # noqa
     assert metrics["f1_micro"] == pytest.approx(results["test_f1_micro"])
 
 
+def test_text_pairs_in_windows_train_evaluate_and_predict(reviews, tmp_path):
+    pairs = sentence_pair_files(reviews, tmp_path)  # the label is in the second text, a review
+    flags = [f"--{split}_file={path}" for split, path in pairs.items()]
+    flags += ["--text_column", "first", "--text_pair_column", "second", "--cache_dir", str(tmp_path / "cache")]
+    flags += ["--long_text", "windows", "--max_length", "16", "--window_stride", "2"]
+    assert train_main([*flags, "--output_dir", str(tmp_path / "run"), "--disable_tqdm", "true", *QUICK_TEXTCNN]) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "all_results.json").read_text())
+    assert results["test_windows"] > results["test_samples"] == 50 and results["test_accuracy"] >= 0.8
+    output = tmp_path / "evaluation.json"
+    assert cli_main(["evaluate", "--model", str(run), "--test_file", str(pairs["test"]), "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["metrics"]["accuracy"] == pytest.approx(results["test_accuracy"])
+
+    # predict: each pair the mean of its windows' logits, the windows cut by the tokenizer's own overflow API (the
+    # first texts, at most 6 characters, fit in the half of a window kept for them).
+    predictions = tmp_path / "predictions.jsonl"
+    command = ["predict", "--model", str(run), "--input", str(pairs["test"]), "--output", str(predictions)]
+    assert cli_main([*command, "--top_k", "all"]) == 0
+    classifier = Classifier.load(run)
+    for row in read_jsonl(predictions):
+        encoded = classifier.tokenizer(
+            row["first"],
+            row["second"],
+            truncation="only_second",
+            max_length=16,
+            stride=2,
+            return_overflowing_tokens=True,
+        )
+        with torch.inference_mode():
+            logits = torch.stack(
+                [
+                    classifier.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids))).logits[0]
+                    for ids in encoded["input_ids"]
+                ]
+            ).double()
+        expected = torch.softmax(logits.mean(0), -1).numpy()
+        got = [row["probabilities"][classifier.id2label[index]] for index in range(len(expected))]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_windows_with_a_pretrained_model(tiny_bert, tmp_path):
     flags = pretrained_run_flags(tiny_bert, tmp_path, "2e-3", 2)
     assert train_main([*flags, "--long_text", "windows", "--max_length", "8", "--window_stride", "2"]) == 0
@@ -226,13 +304,23 @@ def test_windows_with_a_pretrained_model(tiny_bert, tmp_path):
         (["--long_text", "windows", "--max_length", "6", "--window_stride", "6"], "window_stride 6 must be"),
         (["--long_text", "windows", "--max_length", "6", "--window_stride", "-1"], "window_stride -1 must be"),
         (["--max_length", "6", "--window_stride", "2"], "window_stride is for long_text: windows"),
-        (["--long_text", "windows", "--text_pair_column", "text"], "reads single texts"),
         (["--long_text", "windows", "--padding", "max_length"], "padding: longest"),
     ],
 )
 def test_window_stride_errors(flags, message, data_args, capsys):
     assert cli_main(["train", *data_args, *QUICK_TEXTCNN, *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_pair_window_stride_must_leave_room_beside_the_first_text(reviews, tmp_path, capsys):
+    pairs = sentence_pair_files(reviews, tmp_path)
+    flags = [f"--{split}_file={path}" for split, path in pairs.items()]
+    flags += ["--text_column", "first", "--text_pair_column", "second", "--output_dir", str(tmp_path / "run")]
+    flags += ["--long_text", "windows", "--max_length", "8", "--window_stride", "4"]
+    assert cli_main(["train", *flags, "--cache_dir", str(tmp_path / "cache"), *QUICK_TEXTCNN]) == 2
+    error = capsys.readouterr().err
+    assert "smaller than the text tokens a window holds: 4 (max_length 8, half of the rest kept for the first" in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_windows_refuse_a_tokenizers_release_that_drops_them(data_args, tmp_path, monkeypatch, capsys):

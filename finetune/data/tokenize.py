@@ -23,7 +23,7 @@ from finetune import cache
 from finetune.config import DataArguments
 from finetune.data import keys
 from finetune.data.splits import LABELS, RawData, release_mapped_pages
-from finetune.data.windows import TEXT_INDEX, check_window_stride, window_owners
+from finetune.data.windows import TEXT_INDEX, check_window_stride, first_text_cap, window_owners
 from finetune.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,19 @@ def encode(
 def encode_windows(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
+    pairs: list[str] | None,
     max_length: int,
     stride: int,
     names: list[str] | None = None,
 ) -> tuple[dict[str, list[list[int]]], np.ndarray]:
     """Every window of max_length tokens of each text, consecutive ones sharing ``stride`` tokens (see
-    finetune/data/windows.py), not padded; and for each window the index of its text in ``texts``."""
+    finetune/data/windows.py), not padded; and for each window the index of its text in ``texts``. With ``pairs``,
+    the windows are the second text's, each with the first text (cut to first_text_cap tokens if longer)."""
     names = names or tokenizer.model_input_names
-    encodings = backend_encodings(tokenizer, texts, None, max_length, names, stride)
+    if pairs is not None and isinstance(getattr(tokenizer, "_tokenizer", None), tokenizers.Tokenizer):
+        texts = fit_first_texts(tokenizer._tokenizer, texts, first_text_cap(tokenizer, max_length))
+    strategy = TruncationStrategy.ONLY_SECOND if pairs is not None else TruncationStrategy.LONGEST_FIRST
+    encodings = backend_encodings(tokenizer, texts, pairs, max_length, names, stride, strategy)
     if encodings is None:
         raise UserError(
             f"long_text: windows needs a fast tokenizer (the Rust tokenizers backend); {type(tokenizer).__name__} "
@@ -78,6 +83,23 @@ def encode_windows(
     return {name: [getattr(window, ENCODING_FIELDS[name]) for window in windows] for name in names}, owners
 
 
+def fit_first_texts(backend: tokenizers.Tokenizer, texts: list[str], cap: int) -> list[str]:
+    """The first texts of pairs, each cut at a token boundary to at most ``cap`` tokens (without special tokens), so
+    that the second text has room in every window; the texts that fit are returned as they are."""
+    backend.no_truncation()  # backend_encodings sets it again
+    backend.no_padding()
+    lengths = [len(encoding) for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    cut = list(texts)
+    for row in (row for row, length in enumerate(lengths) if length > cap):
+        offsets = backend.encode(texts[row], add_special_tokens=False).offsets
+        keep = cap
+        # Tokenized again, a cut text can take more tokens than it had in the whole (a word split in the middle).
+        while keep > 0 and len(backend.encode(texts[row][: offsets[keep - 1][1]], add_special_tokens=False)) > cap:
+            keep -= 1
+        cut[row] = texts[row][: offsets[keep - 1][1]] if keep > 0 else ""
+    return cut
+
+
 def backend_encodings(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
@@ -85,6 +107,7 @@ def backend_encodings(
     max_length: int,
     names: list[str],
     stride: int = 0,
+    strategy: TruncationStrategy = TruncationStrategy.LONGEST_FIRST,
 ) -> list[tokenizers.Encoding] | None:
     """The fast tokenizer's encodings, truncated to max_length (the rest in each one's ``overflowing``, windows
     sharing ``stride`` tokens), not padded; None for a tokenizer without the Rust backend or for inputs that it
@@ -94,7 +117,7 @@ def backend_encodings(
         return None
     tokenizer.set_truncation_and_padding(
         padding_strategy=PaddingStrategy.DO_NOT_PAD,
-        truncation_strategy=TruncationStrategy.LONGEST_FIRST,
+        truncation_strategy=strategy,
         max_length=max_length,
         stride=stride,
         pad_to_multiple_of=None,
@@ -102,7 +125,10 @@ def backend_encodings(
     )
     if backend.encode_special_tokens != tokenizer.split_special_tokens:
         backend.encode_special_tokens = tokenizer.split_special_tokens
-    return backend.encode_batch_fast(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
+    # encode_batch_fast gives the windows after the first of a pair the first text's token type ids throughout
+    # (tokenizers 0.23.3); encode_batch, which also computes offsets, gives the pair's.
+    encode = backend.encode_batch if strategy == TruncationStrategy.ONLY_SECOND else backend.encode_batch_fast
+    return encode(list(zip(texts, pairs, strict=True)) if pairs is not None else texts)
 
 
 def list_array(rows: list[list[int]], dtype: str) -> pa.ListArray:
@@ -128,7 +154,7 @@ def unpadded_columns(
     if stride is None:
         encoded, owners = encode(tokenizer, texts, pairs, max_length, unmasked), None
     else:
-        encoded, owners = encode_windows(tokenizer, texts, max_length, stride, unmasked)
+        encoded, owners = encode_windows(tokenizer, texts, pairs, max_length, stride, unmasked)
     columns = {name: list_array(rows, STORED_TYPES[name]) for name, rows in encoded.items()}
     if "attention_mask" in names:
         ids = columns["input_ids"]
@@ -168,7 +194,7 @@ def tokenize_splits(
     text_columns = [data_args.text_column] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     windows = data_args.long_text == "windows"
     if windows:
-        check_window_stride(tokenizer, data_args.max_length, data_args.window_stride)
+        check_window_stride(tokenizer, data_args.max_length, data_args.window_stride, pairs=len(text_columns) > 1)
     stride = data_args.window_stride if windows else None
     features = split_features(tokenizer, raw.label_list, raw.multi_label, windows)
     tokenizer_calls = 0  # counted in this process; worker processes (preprocessing_num_workers) count apart

@@ -1,4 +1,5 @@
 """Long texts read whole (``long_text: windows``): each text split into overlapping windows of max_length tokens.
+For text pairs, the second text is read in windows, each with the first text (cut to half a window if longer).
 
 A fast tokenizer (the TextCNN's vocabulary tokenizer is one too) cuts a text at max_length and hands the rest
 back as overflowing encodings, each starting ``window_stride`` tokens before the previous one ended and each with
@@ -27,15 +28,29 @@ def default_window_stride(max_length: int) -> int:
     return max_length // 4
 
 
-def check_window_stride(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int, name: str = "window_stride"):
+def first_text_cap(tokenizer: PreTrainedTokenizerBase, max_length: int) -> int:
+    """Tokens of the first text of a pair that every window keeps (the second text is read in windows): half of
+    max_length less the special tokens. A longer first text is cut to it (see finetune.data.encode_windows)."""
+    return (max_length - tokenizer.num_special_tokens_to_add(pair=True)) // 2
+
+
+def check_window_stride(
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    stride: int,
+    name: str = "window_stride",
+    pairs: bool = False,
+):
     """Exits with a named error when windows of ``max_length`` tokens cannot share ``stride`` of them: a window
-    holds max_length less the model's special tokens ([CLS] and [SEP] for BERT) of the text. Also exits where the
-    installed tokenizers would drop windows (check_overflow)."""
+    holds max_length less the model's special tokens ([CLS] and [SEP] for BERT) of the text, and for text pairs
+    less the first text too (at most first_text_cap). Also exits where the installed tokenizers would drop windows
+    (check_overflow)."""
     check_overflow()
-    specials = tokenizer.num_special_tokens_to_add()
-    room = max_length - specials
+    specials = tokenizer.num_special_tokens_to_add(pair=pairs)
+    room = max_length - specials - (first_text_cap(tokenizer, max_length) if pairs else 0)
     if not 0 <= stride < room:
-        held = f"max_length {max_length} less {specials} special token(s)" if specials else "max_length"
+        held = f"max_length {max_length}" + (f" less {specials} special token(s)" if specials else "")
+        held += ", half of the rest kept for the first text of a pair" if pairs else ""
         raise UserError(
             f"{name} {stride} must be at least 0 and smaller than the text tokens a window holds: {room} ({held}). "
             f"Use a smaller {name} (e.g. {room // 4}) or a larger max_length."
