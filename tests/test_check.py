@@ -168,6 +168,13 @@ def test_planted_problems_are_counted_exactly_with_file_and_line(planted, tmp_pa
     assert any("also in train" in problem for problem in report["problems"])
 
 
+def test_long_texts_read_in_windows_are_not_called_truncated(planted, tmp_path, capsys):
+    _, report = run_check([*check_flags(planted["paths"], tmp_path), "--long_text", "windows"], tmp_path)
+    assert report["lengths"]["read_in_windows"] and report["lengths"]["splits"]["train"]["truncated_rows"] == LONG
+    shown = capsys.readouterr().err
+    assert f"longer than max_length, read in windows ({LONG:,} rows)" in shown and "truncated (" not in shown
+
+
 def test_exit_codes_strict_and_bad_input(planted, tmp_path, capsys):
     flags = check_flags(planted["paths"], tmp_path)
     assert check_main([*flags, "--strict"]) == 1

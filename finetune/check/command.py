@@ -185,6 +185,7 @@ def build_report(model_args, data_args, namespace, args=None) -> tuple[dict, obj
         "multi_label": raw.multi_label,
         **run_findings(scan, data_args.max_length),
     }
+    report["lengths"]["read_in_windows"] = data_args.long_text == "windows"  # then nothing is truncated
     if raw.bad_rows:
         report["bad_rows"] = {"rows": len(raw.bad_rows), "examples": raw.bad_rows[:5]}
     if args is not None and args.near_duplicates is not None:
@@ -264,10 +265,11 @@ def render(report: dict) -> list[str]:
         lines.append(f"  hint: {labels['hint']}")
     lengths = report["lengths"]
     lines.append(f"token lengths (max_length {lengths['max_length']}):")
+    longer = "longer than max_length, read in windows" if lengths.get("read_in_windows") else "truncated"
     for split, values in lengths["splits"].items():
         lines.append(
             f"  {split}: median {values['p50']}, p90 {values['p90']}, p95 {values['p95']}, p99 {values['p99']}, max "
-            f"{values['max']}; {values['truncated']:.1%} truncated ({values['truncated_rows']:,} rows)"
+            f"{values['max']}; {values['truncated']:.1%} {longer} ({values['truncated_rows']:,} rows)"
         )
     lines.append(f"  max_length {lengths['max_length_for_95_percent']} keeps 95% of the training texts whole")
     for split, empty in report["empty"].items():
