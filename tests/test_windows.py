@@ -283,6 +283,17 @@ def test_text_pairs_in_windows_train_evaluate_and_predict(reviews, tmp_path):
         got = [row["probabilities"][classifier.id2label[index]] for index in range(len(expected))]
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
+    # serve answers the pairs as predict does.
+    from test_deploy import call, serving
+
+    rows = read_jsonl(predictions)
+    with serving(run) as (url, _):
+        body = {"texts": [row["first"] for row in rows], "text_pairs": [row["second"] for row in rows]}
+        status, answer = call(f"{url}/predict", json.dumps(body).encode())
+    assert status == 200
+    for served, row in zip(answer["predictions"], rows, strict=True):
+        assert served["label"] == row["label"] and served["score"] == pytest.approx(row["score"], abs=1e-9)
+
 
 def test_windows_with_a_pretrained_model(tiny_bert, tmp_path):
     flags = pretrained_run_flags(tiny_bert, tmp_path, "2e-3", 2)
