@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from finetune.checkpoints import ARGS_FILE, run_arguments
+from finetune.data.tokenize import encode_windows
+from finetune.data.windows import reduction, texts_of_windows
 from finetune.errors import UserError
 from finetune.files import file_sha256, write_json_atomically
 from finetune.metrics import DEFAULT_THRESHOLD
@@ -150,30 +152,41 @@ def random_batches(classifier: Classifier, rows: int = RANDOM_CHECK_ROWS, seed: 
         columns = {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
         if "token_type_ids" in classifier.tokenizer.model_input_names:
             columns["token_type_ids"] = [[0] * len(row) for row in ids]
-        yield classifier.pad(columns), None
+        yield classifier.pad(columns), None, None
 
 
 def file_batches(classifier: Classifier, path: str, batch_size: int):
-    """The texts of a file in predict's batches, with their label ids when the file has a known label column."""
+    """The texts of a file in predict's batches, with their label ids when the file has a known label column; a
+    model that reads long texts in windows gets every window, and each window's text in the batch."""
     label2id = classifier.label2id
     text_column, pair_column = classifier.text_column, classifier.text_pair_column
     records = read_texts(path, [text_column, pair_column] if pair_column else [text_column])
     for chunk in chunks(records, batch_size):
         labels = [str(record.get(classifier.label_column, "")).strip() for record in chunk]
         known = not classifier.multi_label and all(label in label2id for label in labels)
-        encoded = classifier.encode(
-            [record[text_column] for record in chunk],
-            [record[pair_column] for record in chunk] if pair_column else None,
-        )
-        yield classifier.pad(encoded), np.array([label2id[label] for label in labels]) if known else None
+        texts = [record[text_column] for record in chunk]
+        pairs = [record[pair_column] for record in chunk] if pair_column else None
+        owners = None
+        if classifier.window_stride is None:
+            encoded = classifier.encode(texts, pairs)
+        else:
+            stride = classifier.window_stride
+            encoded, owners = encode_windows(classifier.tokenizer, texts, pairs, classifier.max_length, stride)
+        yield classifier.pad(encoded), np.array([label2id[label] for label in labels]) if known else None, owners
 
 
 def compare(classifier: Classifier, exported: OnnxClassifier, batches) -> Agreement:
+    """The logits of both models on the batches, a text's windows averaged as predict averages them."""
     agreement = Agreement()
     with torch.inference_mode():
-        for batch, labels in batches:
+        for batch, labels, owners in batches:
             reference = classifier.model(**batch).logits.double().numpy()
             logits = exported(**batch).logits.double().numpy()
+            if owners is not None:
+                reference, logits = (
+                    texts_of_windows(values, None, owners, reduction(classifier.multi_label))[0]
+                    for values in (reference, logits)
+                )
             agreement.add(reference, logits, classifier.threshold, labels)
     return agreement
 

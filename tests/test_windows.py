@@ -211,6 +211,25 @@ def test_windows_train_evaluate_and_predict_agree(windows_run, tmp_path, capsys)
     assert "train: cache hit" in capsys.readouterr().out
 
 
+def test_the_export_check_reads_windows_as_evaluate_does(windows_run, tmp_path):
+    from test_deploy import export
+
+    # Each test text behind a neutral opening as long as a window: truncated, every text reads the same.
+    check_file = tmp_path / "check.jsonl"
+    rows = [{**row, "text": "这是一条评论的" + row["text"]} for row in read_jsonl(FIXTURES / "reviews_test.jsonl")]
+    check_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    output = tmp_path / "evaluation.json"
+    assert (
+        cli_main(["evaluate", "--model", str(windows_run), "--test_file", str(check_file), "--output", str(output)])
+        == 0
+    )
+    accuracy = json.loads(output.read_text())["metrics"]["accuracy"]
+    assert accuracy > 0.7
+    check = export(windows_run, tmp_path / "export", "--check_file", str(check_file))["checks"][str(check_file)]
+    assert check["rows"] == 50 and check["same_labels"] == 50  # texts, not windows
+    assert check["accuracy"] == {"pytorch": pytest.approx(accuracy), "onnxruntime": pytest.approx(accuracy)}
+
+
 def test_serve_answers_as_predict_does(windows_run, tmp_path):
     from test_deploy import call, serving
 
