@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import OutOfDeviceMemory, UserError
-from finetune.search_output import TRIAL_LOG, format_params, log_trial_end, setup_logging, trial_output
+from finetune.search_output import TRIAL_LOG, after_trial, format_params, setup_logging, trial_output
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -407,7 +407,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
                     study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory,))
-                log_trial_end(study, ran[-1], search.metric, progress)
+                after_trial(study, ran[-1], search.metric, progress)
             progress.n = min(len(finished(study)), args.n_trials)
             progress.refresh()
 

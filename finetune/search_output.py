@@ -61,7 +61,9 @@ def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
         try:
             yield [log_lines_callback()]
         except Exception as error:
-            if type(error).__name__ != "TrialPruned":  # pruning is no error; its line comes after the trial
+            from optuna import TrialPruned
+
+            if not isinstance(error, TrialPruned):  # pruning is no error; its line comes after the trial
                 traceback.print_exception(error, file=stream)
                 logger.warning("its output: %s", path)
             raise
@@ -73,7 +75,7 @@ def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
 
 def log_lines_callback():
     """A callback that logs the Trainer's log lines (loss, learning rate, evaluations) in place of its
-    PrinterCallback, which prints them (``replaces_printer``: see train.build_trainer)."""
+    PrinterCallback, which prints them (``replaces_printer``: see train.make_trainer)."""
     from transformers import TrainerCallback
 
     class LogLines(TrainerCallback):
@@ -96,6 +98,12 @@ def format_params(params: dict) -> str:
     )
 
 
+def after_trial(study, number: int, metric: str, progress) -> None:
+    """What follows a trial of this process: its memory given back to the device, and its line."""
+    release_device_memory()
+    log_trial_end(study, number, metric, progress)
+
+
 def log_trial_end(study, number: int, metric: str, progress) -> None:
     """One line for a finished trial of this process: its value (or how far it got when pruned), its time, and the
     best trial so far, which the bar shows too."""
@@ -115,7 +123,6 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
         outcome = f"pruned at {share(step)} of its schedule, {metric} {trial.intermediate_values[step]:.4f}{took}"
     elif "error" in trial.user_attrs:  # out of memory: the search goes on
         outcome = f"failed{took}: {trial.user_attrs['error']}"
-        release_device_memory()
     else:
         outcome = f"{trial.state.name.lower()}{took}"
     try:
@@ -128,8 +135,9 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
 
 
 def release_device_memory() -> None:
-    """Gives the memory of a trial that ran out of it back to the device, for the next trial (its model and
-    optimizer went with its exception, and torch's allocator keeps freed blocks cached)."""
+    """Gives a finished trial's memory back to the device before the next trial, which may need it in other shapes
+    (torch's allocator keeps freed blocks cached); after a trial out of memory, its model and optimizer go with its
+    exception."""
     import gc
 
     import torch
