@@ -103,6 +103,13 @@ def test_pair_windows_read_the_second_text_each_with_the_first(kind, tiny_bert):
         assert joined == second_ids
         assert len(rows) > 1 or len(first_ids) + len(second_ids) + specials <= max_length
 
+    # truncation_side left keeps the end of a first text too long for the windows.
+    first = "一二三四五六七八九十" * 3
+    tokenizer.truncation_side = "left"
+    encoded, _ = encode_windows(tokenizer, [first], [TEXTS[0]], max_length, stride)
+    end = tokenizer(first, add_special_tokens=False)["input_ids"][-cap:]
+    assert all(end == window[1 if kind == "bert" else 0 :][:cap] for window in encoded["input_ids"])
+
 
 def test_text_logits_average_or_take_the_maximum():
     logits = np.array([[1.0, 4.0], [3.0, 0.0], [5.0, -1.0], [0.5, 0.5]])

@@ -71,7 +71,8 @@ def encode_windows(
     the windows are the second text's, each with the first text (cut to first_text_cap tokens if longer)."""
     names = names or tokenizer.model_input_names
     if pairs is not None and isinstance(getattr(tokenizer, "_tokenizer", None), tokenizers.Tokenizer):
-        texts = fit_first_texts(tokenizer._tokenizer, texts, first_text_cap(tokenizer, max_length))
+        cap, keep_end = first_text_cap(tokenizer, max_length), tokenizer.truncation_side == "left"
+        texts = fit_first_texts(tokenizer._tokenizer, texts, cap, keep_end)
     strategy = TruncationStrategy.ONLY_SECOND if pairs is not None else TruncationStrategy.LONGEST_FIRST
     encodings = backend_encodings(tokenizer, texts, pairs, max_length, names, stride, strategy)
     if encodings is None:
@@ -83,9 +84,10 @@ def encode_windows(
     return {name: [getattr(window, ENCODING_FIELDS[name]) for window in windows] for name in names}, owners
 
 
-def fit_first_texts(backend: tokenizers.Tokenizer, texts: list[str], cap: int) -> list[str]:
-    """The first texts of pairs, each cut at a token boundary to at most ``cap`` tokens (without special tokens), so
-    that the second text has room in every window; the texts that fit are returned as they are."""
+def fit_first_texts(backend: tokenizers.Tokenizer, texts: list[str], cap: int, keep_end: bool = False) -> list[str]:
+    """The first texts of pairs, each cut at a token boundary to at most ``cap`` tokens (without special tokens), its
+    start kept (its end with ``keep_end``: truncation_side left), so that the second text has room in every window;
+    the texts that fit are returned as they are."""
     backend.no_truncation()  # backend_encodings sets it again
     backend.no_padding()
     lengths = [len(encoding) for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
@@ -94,10 +96,19 @@ def fit_first_texts(backend: tokenizers.Tokenizer, texts: list[str], cap: int) -
         offsets = backend.encode(texts[row], add_special_tokens=False).offsets
         keep = cap
         # Tokenized again, a cut text can take more tokens than it had in the whole (a word split in the middle).
-        while keep > 0 and len(backend.encode(texts[row][: offsets[keep - 1][1]], add_special_tokens=False)) > cap:
+        while keep > 0:
+            if len(backend.encode(token_cut(texts[row], offsets, keep, keep_end), add_special_tokens=False)) <= cap:
+                break
             keep -= 1
-        cut[row] = texts[row][: offsets[keep - 1][1]] if keep > 0 else ""
+        cut[row] = token_cut(texts[row], offsets, keep, keep_end)
     return cut
+
+
+def token_cut(text: str, offsets: list[tuple[int, int]], tokens: int, keep_end: bool) -> str:
+    """The text of its first ``tokens`` tokens (its last with ``keep_end``), by the tokens' character offsets."""
+    if tokens == 0:
+        return ""
+    return text[offsets[len(offsets) - tokens][0] :] if keep_end else text[: offsets[tokens - 1][1]]
 
 
 def backend_encodings(
