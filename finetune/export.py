@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from finetune.checkpoints import ARGS_FILE, run_arguments
-from finetune.data.tokenize import encode_windows
 from finetune.data.windows import reduction, texts_of_windows
 from finetune.errors import UserError
 from finetune.files import file_sha256, write_json_atomically
@@ -164,14 +163,10 @@ def file_batches(classifier: Classifier, path: str, batch_size: int):
     for chunk in chunks(records, batch_size):
         labels = [str(record.get(classifier.label_column, "")).strip() for record in chunk]
         known = not classifier.multi_label and all(label in label2id for label in labels)
-        texts = [record[text_column] for record in chunk]
-        pairs = [record[pair_column] for record in chunk] if pair_column else None
-        owners = None
-        if classifier.window_stride is None:
-            encoded = classifier.encode(texts, pairs)
-        else:
-            stride = classifier.window_stride
-            encoded, owners = encode_windows(classifier.tokenizer, texts, pairs, classifier.max_length, stride)
+        encoded, owners = classifier.encode_as_read(
+            [record[text_column] for record in chunk],
+            [record[pair_column] for record in chunk] if pair_column else None,
+        )
         yield classifier.pad(encoded), np.array([label2id[label] for label in labels]) if known else None, owners
 
 

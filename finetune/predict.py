@@ -222,16 +222,9 @@ class Classifier:
     ) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """The given rows of texts tokenized (each text's windows with long_text windows), sorted by token length
         and padded: (the text row of each window, model inputs) per batch."""
-        group_texts = [texts[row] for row in rows]
-        if self.window_stride is None:
-            encoded = self.encode(group_texts, [pairs[row] for row in rows] if pairs is not None else None)
-            owners = rows
-        else:
-            group_pairs = [pairs[row] for row in rows] if pairs is not None else None
-            encoded, windows = encode_windows(
-                self.tokenizer, group_texts, group_pairs, self.max_length, self.window_stride
-            )
-            owners = rows[windows]
+        group_pairs = [pairs[row] for row in rows] if pairs is not None else None
+        encoded, windows = self.encode_as_read([texts[row] for row in rows], group_pairs)
+        owners = rows if windows is None else rows[windows]
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(lengths, kind="stable")
         batches = []
@@ -240,6 +233,15 @@ class Classifier:
             batch = self.pad({name: [column[member] for member in members] for name, column in encoded.items()})
             batches.append((owners[members], batch))
         return batches
+
+    def encode_as_read(
+        self, texts: list[str], pairs: list[str] | None = None
+    ) -> tuple[dict[str, list[list[int]]], np.ndarray | None]:
+        """The model inputs as the model reads the texts, not padded: each one truncated (and None), or with
+        long_text windows every window of each (and the index of each window's text)."""
+        if self.window_stride is None:
+            return self.encode(texts, pairs), None
+        return encode_windows(self.tokenizer, texts, pairs, self.max_length, self.window_stride)
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
         """The model inputs of each text, truncated to max_length, not padded (see finetune.data.encode)."""

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import OutOfDeviceMemory, UserError
-from finetune.search_output import TRIAL_LOG, after_trial, format_params, setup_logging, trial_output
+from finetune.search_output import ERROR_ATTR, TRIAL_LOG, after_trial, format_params, setup_logging, trial_output
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -341,7 +341,7 @@ def finished(study) -> list:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return [trial for trial in trials if trial.state != TrialState.FAIL or "error" in trial.user_attrs]
+    return [trial for trial in trials if trial.state != TrialState.FAIL or ERROR_ATTR in trial.user_attrs]
 
 
 def sampler_seed(seed: int, trials: int, worker: bool, process: tuple[str, int] | None = None) -> int:
@@ -381,7 +381,7 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
         try:
             results = search.train(params, output_dir, callbacks=[callback])
         except OutOfDeviceMemory as error:  # the trial fails (see optimize's catch); smaller settings may fit
-            trial.set_user_attr("error", str(error))
+            trial.set_user_attr(ERROR_ATTR, str(error))
             raise
         trial.set_user_attr("seconds", round(results["search_seconds"], 1))
         if "eval_accuracy" in results:

@@ -13,6 +13,7 @@ from pathlib import Path
 logger = logging.getLogger("finetune")
 
 TRIAL_LOG = "train.log"
+ERROR_ATTR = "error"  # the user attribute (and search.json key) of a trial that failed out of device memory
 
 
 def setup_logging() -> None:
@@ -121,8 +122,8 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
     elif trial.state == TrialState.PRUNED and trial.intermediate_values:
         step = max(trial.intermediate_values)
         outcome = f"pruned at {share(step)} of its schedule, {metric} {trial.intermediate_values[step]:.4f}{took}"
-    elif "error" in trial.user_attrs:  # out of memory: the search goes on
-        outcome = f"failed{took}: {trial.user_attrs['error']}"
+    elif ERROR_ATTR in trial.user_attrs:  # out of memory: the search goes on
+        outcome = f"failed{took}: {trial.user_attrs[ERROR_ATTR]}"
     else:
         outcome = f"{trial.state.name.lower()}{took}"
     try:

@@ -16,7 +16,7 @@ from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.report import format_duration
 from finetune.search import STUDY_FILE
-from finetune.search_output import format_params
+from finetune.search_output import ERROR_ATTR, format_params
 from finetune.search_results import SEARCH_FILE
 
 MAX_TRIALS_SHOWN = 10
@@ -163,6 +163,6 @@ def trial_lines(trials: list[dict], objective: str, lower: bool) -> list[str]:
             f"{reached:>8}",
             f"{format_duration(trial['seconds']) if trial.get('seconds') is not None else '-':>8}",
         ]
-        failure = f" ({trial['error'].split('. ')[0]})" if trial.get("error") else ""  # out of device memory
+        failure = f" ({trial[ERROR_ATTR].split('. ')[0]})" if trial.get(ERROR_ATTR) else ""  # out of device memory
         lines.append(" ".join(cells) + f"  {format_params(trial['params'])}{failure}")
     return lines
