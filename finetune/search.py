@@ -38,7 +38,17 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import OutOfDeviceMemory, UserError
-from finetune.search_output import ERROR_ATTR, TRIAL_LOG, after_trial, format_params, setup_logging, trial_output
+from finetune.search_output import ERROR_ATTR, TRIAL_LOG, after_trial, log_trial_start, setup_logging, trial_output
+from finetune.search_processes import (
+    OUTPUT_ATTR,
+    WORKER_ATTR,
+    OtherTrials,
+    finished,
+    running,
+    start_workers,
+    this_process,
+    wait_for_running_trials,
+)
 from finetune.search_results import check_test_split, finish
 from finetune.search_space import (
     NOT_SEARCHED,
@@ -137,7 +147,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="processes on this machine that run trials at once (one is this command; the others are workers "
-        "on the same storage); more than 1 only pays with a device or CPU cores for each",
+        "on the same storage, their output in SEARCH_DIR/worker-K.log); more than 1 only pays with a device or CPU "
+        "cores for each",
     )
     parser.add_argument(
         "--pruner", choices=["median", "halving", "none"], default="median", help="how trials stop early"
@@ -177,16 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     search.search_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(search, space, storage, args)
     log_continued(study, args)
-    workers = start_workers(args, argv, storage) if args.n_jobs > 1 and not args.worker else []
+    workers = start_workers(args, argv, storage, search.search_dir) if args.n_jobs > 1 and not args.worker else []
     try:
-        run_trials(study, search, space, args)
+        run_trials(study, search, space, args, workers)
     finally:
         for worker in workers:
             worker.wait()
     if args.worker:
         logger.info("worker: the study holds %d finished trials; the command without --worker selects", args.n_trials)
         return 0
-    wait_for_running_trials(study)
     finish(study, search, args)
     return 0
 
@@ -335,15 +345,6 @@ def log_continued(study, args: argparse.Namespace) -> None:
         )
 
 
-def finished(study) -> list:
-    """The trials that count toward --n_trials: complete, pruned, and failed out of device memory (the trial of a
-    killed process fails too, but runs again as a new trial)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return [trial for trial in trials if trial.state != TrialState.FAIL or ERROR_ATTR in trial.user_attrs]
-
-
 def sampler_seed(seed: int, trials: int, worker: bool, process: tuple[str, int] | None = None) -> int:
     """The seed of a process's sampler. A fresh study samples from the run's seed, so its trials repeat. A continued
     study must not repeat the draws made before it (a seeded sampler starts over): seed + the trials there are.
@@ -356,15 +357,9 @@ def sampler_seed(seed: int, trials: int, worker: bool, process: tuple[str, int] 
     return int.from_bytes(digest[:4], "big")
 
 
-def running(study) -> list:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-
-
-def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Namespace) -> None:
-    """Runs trials one at a time until the study holds n_trials finished ones (counting every worker's)."""
-    import optuna
+def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Namespace, workers=()) -> None:
+    """Runs trials one at a time until the study holds n_trials finished ones (counting every worker's), showing
+    the other processes' trials too; the command without --worker then waits for those still running."""
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -373,9 +368,9 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     def objective(trial) -> float:
         params = {name: spec.suggest(trial, name) for name, spec in space.items()}
         output_dir = search.search_dir / f"trial-{trial.number}"
-        trial.set_user_attr("output_dir", str(output_dir))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        logger.info("trial %d: %s -> %s", trial.number, format_params(params), output_dir)
+        trial.set_user_attr(WORKER_ATTR, this_process())
+        trial.set_user_attr(OUTPUT_ATTR, str(output_dir))  # last: other processes announce the trial once it is set
+        log_trial_start(trial.number, params, output_dir)
         ran.append(trial.number)
         callback = ReportToTrial(trial, search.metric)
         try:
@@ -391,54 +386,38 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     ran: list[int] = []  # the numbers of this process's trials
     if not args.verbose:
         logger.info("search: each trial's output goes to its %s; --verbose prints it here", TRIAL_LOG)
-    started = time.monotonic()
-    progress = tqdm(total=args.n_trials, initial=min(len(finished(study)), args.n_trials), desc="trials", unit="trial")
-    # The log's console lines are written above the bar rather than across it.
-    with progress, logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm):
-        while len(finished(study)) < args.n_trials:
-            check_interrupt()  # a Ctrl-C that Python dropped during the last trial
-            if args.timeout is not None and time.monotonic() - started > args.timeout:
-                logger.info("search: --timeout %gs reached; no more trials from this process", args.timeout)
-                break
-            optuna.storages.fail_stale_trials(study)  # trials of killed processes, retried by the storage's callback
-            if len(finished(study)) + len(running(study)) >= args.n_trials:
-                time.sleep(min(5, args.heartbeat_interval))  # the last trials run elsewhere
-            else:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                    study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory,))
-                after_trial(study, ran[-1], search.metric, progress)
-            progress.n = min(len(finished(study)), args.n_trials)
-            progress.refresh()
+    initial = min(len(finished(study)), args.n_trials)
+    # No bar where the output is no terminal (a worker's log file); the log's lines are written above it.
+    progress = tqdm(total=args.n_trials, initial=initial, desc="trials", unit="trial", disable=None)
+    names = {worker.process_name: worker.name for worker in workers}
+    libraries = [logging.getLogger("transformers")]  # its warnings too
+    with progress, logging_redirect_tqdm(loggers=[logger, *libraries], tqdm_class=tqdm):
+        with OtherTrials(study, search.metric, progress, args.n_trials, names):
+            run_until(study, objective, search, args, progress, ran)
+            if not args.worker:
+                wait_for_running_trials(study)
 
 
-def wait_for_running_trials(study) -> None:
-    """Waits for other workers' trials, and runs none itself: a dead worker's trial fails after its grace period."""
+def run_until(study, objective, search: Search, args: argparse.Namespace, progress, ran: list[int]) -> None:
+    """The loop of run_trials: a trial at a time while the study needs more than are finished and running."""
     import optuna
 
-    while running(study):
-        optuna.storages.fail_stale_trials(study)
-        if running(study):
-            logger.info("search: waiting for %d trial(s) running elsewhere", len(running(study)))
-            time.sleep(5)
-
-
-def start_workers(args: argparse.Namespace, argv: list[str], storage: str) -> list:
-    """``n_jobs - 1`` worker processes on this machine, on the same storage; the CPU cores shared among all
-    ``n_jobs`` (each torch process would otherwise take them all, and together they run slower than one)."""
-    import subprocess
-
-    import torch
-
-    environment = dict(os.environ)
-    if "OMP_NUM_THREADS" not in os.environ:
-        threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
-        environment["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
-        logger.info("search: %d processes run trials, %d CPU thread(s) each", args.n_jobs, threads)
-    command = [sys.executable, "-m", "finetune", "search", *argv]
-    command += ["--worker", "--storage", storage, "--n_jobs", "1"]
-    return [subprocess.Popen(command, env=environment) for _ in range(args.n_jobs - 1)]
+    started = time.monotonic()
+    while len(finished(study)) < args.n_trials:
+        check_interrupt()  # a Ctrl-C that Python dropped during the last trial
+        if args.timeout is not None and time.monotonic() - started > args.timeout:
+            logger.info("search: --timeout %gs reached; no more trials from this process", args.timeout)
+            break
+        optuna.storages.fail_stale_trials(study)  # trials of killed processes, retried by the storage's callback
+        if len(finished(study)) + len(running(study)) >= args.n_trials:
+            time.sleep(min(5, args.heartbeat_interval))  # the last trials run elsewhere
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory,))
+            after_trial(study, ran[-1], search.metric, progress)
+        progress.n = min(len(finished(study)), args.n_trials)
+        progress.refresh()
 
 
 if __name__ == "__main__":

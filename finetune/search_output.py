@@ -14,6 +14,9 @@ logger = logging.getLogger("finetune")
 
 TRIAL_LOG = "train.log"
 ERROR_ATTR = "error"  # the user attribute (and search.json key) of a trial that failed out of device memory
+# A log record's extra for a line about the search as a whole (another process's trial): the console shows it during a
+# trial of this process, and that trial's train.log does not take it.
+SEARCH_LINE = {"search_line": True}
 
 
 def setup_logging() -> None:
@@ -35,6 +38,8 @@ class TrialWarnings(logging.Filter):
         self.shown = shown
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "search_line", False):
+            return True
         # Decided once per record: every handler of the logger asks, and the first would mark the text shown.
         if not hasattr(record, "trial_console"):
             record.trial_console = record.levelno >= logging.WARNING and record.getMessage() not in self.shown
@@ -56,6 +61,7 @@ def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
     with open(path, "w", encoding="utf-8") as stream:
         to_file = logging.StreamHandler(stream)
         to_file.setFormatter(logging.Formatter("%(asctime)s [finetune] %(message)s"))
+        to_file.addFilter(lambda record: not getattr(record, "search_line", False))
         for handler in handlers:
             handler.addFilter(only_warnings)
         logger.addHandler(to_file)
@@ -105,9 +111,16 @@ def after_trial(study, number: int, metric: str, progress) -> None:
     log_trial_end(study, number, metric, progress)
 
 
-def log_trial_end(study, number: int, metric: str, progress) -> None:
-    """One line for a finished trial of this process: its value (or how far it got when pruned), its time, and the
-    best trial so far, which the bar shows too."""
+def log_trial_start(number: int, params: dict, output_dir, by: str = "") -> None:
+    """One line as a trial starts: its values and its folder; ``by`` names the process running it, if not this one."""
+    logger.info(
+        "trial %d%s: %s -> %s", number, f" ({by})" if by else "", format_params(params), output_dir, extra=SEARCH_LINE
+    )
+
+
+def log_trial_end(study, number: int, metric: str, progress, by: str = "") -> None:
+    """One line for a finished trial: its value (or how far it got when pruned), its time, and the best trial so
+    far, which the bar shows too; ``by`` names the process that ran it, if not this one."""
     from optuna.trial import TrialState
 
     from finetune.search_pruning import share
@@ -126,13 +139,35 @@ def log_trial_end(study, number: int, metric: str, progress) -> None:
         outcome = f"failed{took}: {trial.user_attrs[ERROR_ATTR]}"
     else:
         outcome = f"{trial.state.name.lower()}{took}"
-    try:
-        best = study.best_trial
-    except ValueError:  # no trial has completed yet
-        logger.info("trial %d: %s", number, outcome)
+    trial_name = f"trial {number}" + (f" ({by})" if by else "")
+    best = best_by(study, trial.datetime_complete)
+    if best is None:  # no trial had completed
+        logger.info("%s: %s", trial_name, outcome, extra=SEARCH_LINE)
         return
-    logger.info("trial %d: %s; best so far: trial %d, %s %.4f", number, outcome, best.number, metric, best.value)
+    logger.info(
+        "%s: %s; best so far: trial %d, %s %.4f",
+        trial_name,
+        outcome,
+        best.number,
+        metric,
+        best.value,
+        extra=SEARCH_LINE,
+    )
     progress.set_postfix_str(f"best {metric} {best.value:.4f} (trial {best.number})", refresh=False)
+
+
+def best_by(study, moment):
+    """The best trial among those complete by ``moment`` (None when none was); other processes' trials are logged
+    after they end, and a trial that completed later is no "best so far" for them."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [trial for trial in complete if moment is None or trial.datetime_complete <= moment]
+    if not complete:
+        return None
+    choose = max if study.direction == StudyDirection.MAXIMIZE else min
+    return choose(complete, key=lambda trial: trial.value)
 
 
 def release_device_memory() -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -296,6 +297,42 @@ def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(databas
     assert all((search_dir / f"trial-{number}" / "best.json").is_file() for number in range(count))
     assert len({trial.user_attrs["worker"] for trial in trials}) == 2
     assert len({json.dumps(trial.params, sort_keys=True) for trial in trials}) == count  # no draw made twice
+
+
+@pytest.mark.slow
+def test_n_jobs_shows_every_trial_on_one_console_and_each_worker_writes_its_own_log(config, tmp_path):
+    search_dir = tmp_path / "search"
+    argv = search_command(config, write_space(tmp_path, SPACE), search_dir, "--n_trials", "4", "--n_jobs", "2")
+    # Trials of some seconds, none pruned: the worker (seconds to start) joins while trials are left.
+    argv += ["--pruner", "none", "--num_train_epochs", "30", "--top_k", "1", "--selection_seeds", "0"]
+    command = run_search(argv, tmp_path / "console.log")
+    assert command.wait(timeout=600) == 0, (tmp_path / "console.log").read_text()[-3000:]
+    console = (tmp_path / "console.log").read_text()
+
+    trials = read_study(search_dir)
+    by_worker = [trial for trial in trials if trial.user_attrs["worker"] != f"{os.uname().nodename}:{command.pid}"]
+    assert by_worker and len(by_worker) < len(trials), [trial.user_attrs["worker"] for trial in trials]
+    for trial in trials:  # each trial's start and end on the console; the worker's named
+        tag = " (worker-1)" if trial in by_worker else ""
+        assert f"trial {trial.number}{tag}: kernel_sizes " in console, console  # the values, then the folder
+        assert f"num_filters {trial.params['num_filters']} -> {search_dir / f'trial-{trial.number}'}\n" in console
+        assert f"trial {trial.number}{tag}: eval_loss {trial.value:.4f}" in console, console
+    # The worker's own output is in its log, not on the console: one data check line there, no second bar.
+    worker_log = (search_dir / "worker-1.log").read_text()
+    assert "worker: the study holds 4 finished trials" in worker_log and "worker: " not in console
+    assert console.count("check: ") == worker_log.count("check: ") == 2, console
+    bar = re.compile(r"trials: +\d+%\|")  # none where the output is no terminal
+    assert not bar.search(console) and not bar.search(worker_log)
+
+
+def test_a_worker_that_fails_is_named_with_its_log(tmp_path, finetune_log):
+    from finetune.search_processes import Worker
+
+    command = [sys.executable, "-c", "import sys; print('cannot open the storage'); sys.exit(3)"]
+    worker = Worker(1, command, dict(os.environ), tmp_path / "worker-1.log")
+    assert worker.wait() == 3
+    assert f"search: worker-1 exited with status 3; its output: {tmp_path / 'worker-1.log'}" in finetune_log
+    assert (tmp_path / "worker-1.log").read_text() == "cannot open the storage\n"
 
 
 def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
