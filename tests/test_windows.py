@@ -360,6 +360,41 @@ def test_a_pair_window_stride_must_leave_room_beside_the_first_text(reviews, tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_the_data_check_counts_the_first_texts_of_pairs_cut_to_half_a_window(reviews, tmp_path, capsys):
+    files = {}
+    for split, path in sentence_pair_files(reviews, tmp_path).items():
+        rows = read_jsonl(path)
+        for index, row in enumerate(rows):  # every fourth first text 12 characters long, the others at most 6
+            row["first"] = "长" * 12 if index % 4 == 0 else f"第{index}条"
+        files[split] = tmp_path / f"long_first_{split}.jsonl"
+        files[split].write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    expected = {split: len(read_jsonl(path)[::4]) for split, path in files.items()}
+    flags = [f"--{split}_file={path}" for split, path in files.items()]
+    flags += ["--text_column", "first", "--text_pair_column", "second", "--cache_dir", str(tmp_path / "cache")]
+    flags += ["--max_length", "16"]
+    truncated, flags = (
+        list(flags),
+        [*flags, "--long_text", "windows", "--window_stride", "2"],
+    )  # no special tokens: 8 kept
+
+    report_file = tmp_path / "check.json"
+    assert cli_main(["check", "--config", "configs/textcnn.yaml", *flags, "--output", str(report_file)]) == 0
+    lengths = json.loads(report_file.read_text())["lengths"]
+    assert lengths["first_text_cap"] == 8
+    assert {split: values["first_text_cut_rows"] for split, values in lengths["splits"].items()} == expected
+    shown = capsys.readouterr().err
+    assert f"; the first text cut to 8 tokens in {expected['train']} rows" in shown
+
+    assert train_main([*flags, "--output_dir", str(tmp_path / "run"), *QUICK_TEXTCNN, "--max_steps", "1"]) == 0
+    printed = capsys.readouterr()
+    summary = next(line for line in (printed.out + printed.err).splitlines() if "check: " in line)
+    assert f"(read in windows; the first text cut to 8 tokens in {expected['train']} training rows)" in summary
+
+    # Truncated pairs are not read in windows: no first text is said to be cut.
+    assert cli_main(["check", "--config", "configs/textcnn.yaml", *truncated]) == 0
+    assert "first text cut" not in capsys.readouterr().err
+
+
 def test_windows_refuse_a_tokenizers_release_that_drops_them(data_args, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(windows, "overflow_works", lambda: False)  # as with tokenizers 0.23.1 and 0.23.2
     assert cli_main(["train", *data_args, *QUICK_TEXTCNN, *WINDOWS]) == 2

@@ -96,7 +96,7 @@ def char_level(model_args) -> bool:
     return not model_args.model_name_or_path and model_args.tokenizer_level == "char"
 
 
-def run_findings(scan, max_length: int) -> dict:
+def run_findings(scan, max_length: int, first_text_cap: int | None = None) -> dict:
     from finetune.check import findings
 
     return {
@@ -106,9 +106,18 @@ def run_findings(scan, max_length: int) -> dict:
         },
         "conflicts": findings.conflicts(scan),
         "labels": findings.labels(scan),
-        "lengths": findings.lengths(scan, max_length),
+        "lengths": findings.lengths(scan, max_length, first_text_cap),
         "empty": findings.empty_rows(scan),
     }
+
+
+def windows_first_text_cap(tokenizer, data_args) -> int | None:
+    """The tokens a first text of a pair keeps when pairs are read in windows (a longer one is cut); else None."""
+    if data_args.long_text != "windows" or not data_args.text_pair_column:
+        return None
+    from finetune.data.windows import first_text_cap
+
+    return first_text_cap(tokenizer, data_args.max_length)
 
 
 def problems(report: dict) -> list[str]:
@@ -183,7 +192,7 @@ def build_report(model_args, data_args, namespace, args=None) -> tuple[dict, obj
         "files": {split: source for split, (source, _) in raw.origins.items()},
         "rows": {split: len(dataset) for split, dataset in raw.splits.items()},
         "multi_label": raw.multi_label,
-        **run_findings(scan, data_args.max_length),
+        **run_findings(scan, data_args.max_length, windows_first_text_cap(tokenizer, data_args)),
     }
     report["lengths"]["read_in_windows"] = data_args.long_text == "windows"  # then nothing is truncated
     if raw.bad_rows:
@@ -270,6 +279,7 @@ def render(report: dict) -> list[str]:
         lines.append(
             f"  {split}: median {values['p50']}, p90 {values['p90']}, p95 {values['p95']}, p99 {values['p99']}, max "
             f"{values['max']}; {values['truncated']:.1%} {longer} ({values['truncated_rows']:,} rows)"
+            + first_texts_cut(lengths, split, "rows")
         )
     lines.append(f"  max_length {lengths['max_length_for_95_percent']} keeps 95% of the training texts whole")
     for split, empty in report["empty"].items():
@@ -370,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if args.strict and report["problems"] else 0
 
 
+def first_texts_cut(lengths: dict, split: str, rows: str) -> str:
+    """ "; the first text cut to 60 tokens in 12 rows" for pairs in windows whose first text is longer; else ""."""
+    cut = lengths["splits"].get(split, {}).get("first_text_cut_rows")
+    return f"; the first text cut to {lengths['first_text_cap']} tokens in {cut:,} {rows}" if cut else ""
+
+
 def json_ready(report: dict) -> dict:
     return json.loads(json.dumps(report, default=str, ensure_ascii=False))
 
@@ -384,7 +400,7 @@ def quick_check(model_args, data_args, training_args, tokenizer) -> list[str]:
     raw = load_raw_splits(data_args, seed=training_args.seed)
     try:
         scan = scan_splits(raw, tokenizer, text_columns(data_args), char_level(model_args))
-        report = run_findings(scan, data_args.max_length)
+        report = run_findings(scan, data_args.max_length, windows_first_text_cap(tokenizer, data_args))
     finally:
         raw.close()
     if raw.bad_rows:
@@ -392,7 +408,7 @@ def quick_check(model_args, data_args, training_args, tokenizer) -> list[str]:
     found = problems(report)
     train_lengths = report["lengths"]["splits"]["train"]
     summary = f"{train_lengths['truncated']:.1%} of training texts longer than max_length {data_args.max_length} " + (
-        "(read in windows)"
+        f"(read in windows{first_texts_cut(report['lengths'], 'train', 'training rows')})"
         if data_args.long_text == "windows"
         else f"({report['lengths']['max_length_for_95_percent']} keeps 95% whole; long_text: windows reads all)"
     )

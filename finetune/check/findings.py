@@ -142,9 +142,10 @@ def labels(scan: Scan) -> dict:
     return result
 
 
-def lengths(scan: Scan, max_length: int) -> dict:
+def lengths(scan: Scan, max_length: int, first_text_cap: int | None = None) -> dict:
     """Token length percentiles per split, the share that ``max_length`` cuts, the max_length that keeps 95% of
-    the training texts whole, and texts left empty by the tokenizer's normalisation."""
+    the training texts whole, and texts left empty by the tokenizer's normalisation. With ``first_text_cap`` (pairs
+    read in windows), the rows whose first text is longer, and so cut to it."""
     per_split = {}
     for split, split_scan in scan.splits.items():
         values = split_scan.lengths
@@ -159,9 +160,12 @@ def lengths(scan: Scan, max_length: int) -> dict:
             "truncated": round(float((values > max_length).mean()), 4),
             "empty_rows": int((split_scan.hashes == 0).sum()),
         }
+        if first_text_cap is not None and split_scan.first_lengths is not None:
+            per_split[split]["first_text_cut_rows"] = int((split_scan.first_lengths > first_text_cap).sum())
     train = scan.splits["train"].lengths
     keep = int(np.quantile(train, KEEP_WHOLE, method="higher")) if len(train) else max_length
-    return {"max_length": max_length, "splits": per_split, "max_length_for_95_percent": keep}
+    found = {"max_length": max_length, "splits": per_split, "max_length_for_95_percent": keep}
+    return found if first_text_cap is None else {**found, "first_text_cap": first_text_cap}
 
 
 def empty_rows(scan: Scan) -> dict:

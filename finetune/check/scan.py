@@ -36,6 +36,7 @@ class SplitScan:
     lengths: np.ndarray  # int32
     source: str | None  # the file the rows come from
     places: np.ndarray | None  # each row's place among the file's usable rows (None: the whole file in order)
+    first_lengths: np.ndarray | None = None  # of a sentence pair, the first text's tokens (no special tokens)
 
     def file_rows(self, rows: np.ndarray) -> np.ndarray:
         """The places in the file of some of the split's rows."""
@@ -105,7 +106,7 @@ def scan_splits(raw: RawData, tokenizer, text_columns: list[str], char_level: bo
     label_ids: dict = {}
     splits = {}
     for split, dataset in raw.splits.items():
-        hashes, labels, lengths = [], [], []
+        hashes, labels, lengths, first_lengths = [], [], [], []
         for batch in arrow_batches(dataset, [*text_columns, raw.label_column], BATCH_ROWS):
             texts = batch.column(text_columns[0]).to_pylist()
             pairs = batch.column(text_columns[1]).to_pylist() if len(text_columns) > 1 else None
@@ -118,6 +119,8 @@ def scan_splits(raw: RawData, tokenizer, text_columns: list[str], char_level: bo
                 ]
                 keys = [key if key != PAIR_SEPARATOR else "" for key in keys]
                 encodings = encoder.encode_batch_fast(list(zip(texts, pairs, strict=True)))
+                firsts = encoder.encode_batch_fast(texts, add_special_tokens=False)
+                first_lengths.append(np.fromiter((len(first.ids) for first in firsts), np.int32, count=len(keys)))
             hashes.append(np.fromiter(map(text_hash, keys), dtype=np.uint64, count=len(keys)))
             lengths.append(np.fromiter((len(encoding.ids) for encoding in encodings), np.int32, count=len(keys)))
             values = row_labels(raw, split, batch.column(raw.label_column))
@@ -130,6 +133,7 @@ def scan_splits(raw: RawData, tokenizer, text_columns: list[str], char_level: bo
             concatenate(lengths, np.int32),
             source,
             places,
+            concatenate(first_lengths, np.int32) if len(text_columns) > 1 else None,
         )
     return Scan(splits, list(label_ids), raw, text_columns)
 
