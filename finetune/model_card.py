@@ -23,7 +23,7 @@ def metric_lines(metrics: dict, prefix: str) -> list[str]:
     for name in EVAL_METRICS:
         value = metrics.get(f"{prefix}_{name}")
         if value is not None:
-            lines.append(f"- {name.capitalize()}: {value:.4f}")
+            lines.append(f"- {name.replace('_', ' ').capitalize()}: {value:.4f}")
     return lines
 
 
@@ -154,7 +154,7 @@ def build_model_card(
     }
     if base_model:
         metadata["base_model"] = base_model
-    metadata["metrics"] = [name for name in EVAL_METRICS if name != "loss"]
+    metadata["metrics"] = [name for name in EVAL_METRICS if not name.endswith("loss")]
 
     if model_args.model_type == "textcnn" and model_args.model_name_or_path:
         origin = f"a TextCNN trained further from `{model_args.model_name_or_path}`"

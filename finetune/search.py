@@ -213,7 +213,8 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
     setup_logging()
     metric = namespace.metric_for_best_model or "eval_loss"
     metric = metric if metric.startswith("eval_") else f"eval_{metric}"
-    greater = namespace.greater_is_better if namespace.greater_is_better is not None else metric != "eval_loss"
+    # As transformers has it: lower is better for a loss (eval_loss, eval_log_loss, eval_hamming_loss).
+    greater = namespace.greater_is_better if namespace.greater_is_better is not None else not metric.endswith("loss")
     search = Search(
         args,
         train_flags,
@@ -265,7 +266,8 @@ def prepare(args: argparse.Namespace, train_flags: list[str]) -> tuple[Search, d
     if "label_smoothing_factor" in space and metric == "eval_loss":
         raise UserError(
             f"Search space {space_path}: label_smoothing_factor changes eval_loss itself (the smoothed loss is "
-            "higher), so trials would not compare; search it with metric_for_best_model eval_accuracy or eval_f1."
+            "higher), so trials would not compare; search it with metric_for_best_model eval_log_loss (the loss "
+            "without smoothing), eval_accuracy or eval_f1."
         )
     parse_args(["--config", args.config, *train_flags, "--output_dir", str(search_dir / "trial-check")])
     return search, space

@@ -10,11 +10,11 @@ from typing import Literal
 from transformers import TrainingArguments as HfTrainingArguments
 
 from finetune.errors import UserError
-from finetune.metrics import MULTI_LABEL_METRICS, TRAINING_METRICS
+from finetune.metrics import MULTI_LABEL_METRICS, PLAIN_LOSS, TRAINING_METRICS
 
 # What evaluation reports; the Trainer adds the "eval_" prefix. Multi-label runs report the second group.
-EVAL_METRICS = ("loss", *TRAINING_METRICS)
-MULTI_LABEL_EVAL_METRICS = ("loss", *MULTI_LABEL_METRICS)
+EVAL_METRICS = ("loss", *TRAINING_METRICS, PLAIN_LOSS)
+MULTI_LABEL_EVAL_METRICS = ("loss", *MULTI_LABEL_METRICS, PLAIN_LOSS)
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TrainingArguments(HfTrainingArguments):
             + ", ".join(EVAL_METRICS)
             + "; multi-label: "
             + ", ".join(MULTI_LABEL_EVAL_METRICS)
+            + " (log_loss: the loss without the run's label_smoothing_factor, which loss includes)"
         },
     )
     greater_is_better: bool | None = field(

@@ -74,7 +74,27 @@ def test_multiclass_scores_by_hand():
 def test_training_metrics_by_hand():
     logits = np.eye(4)[PREDICTIONS]  # the highest logit is the prediction
     scores = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array(REFERENCES)))
-    assert scores == pytest.approx({name: BY_HAND[name] for name in TRAINING_METRICS})
+    # Logit 1 for the predicted class, 0 for the other three: p = e / (e + 3) when right, 1 / (e + 3) when wrong.
+    right = np.array(PREDICTIONS) == np.array(REFERENCES)
+    log_loss = np.mean(np.where(right, -np.log(np.e / (np.e + 3)), -np.log(1 / (np.e + 3))))
+    assert scores == pytest.approx({**{name: BY_HAND[name] for name in TRAINING_METRICS}, "log_loss": log_loss})
+
+
+def test_log_loss_matches_scikit_learn_and_torch():
+    import torch
+
+    generator = np.random.default_rng(0)
+    logits = generator.normal(scale=4.0, size=(64, 5)).astype(np.float32)
+    references = generator.integers(0, 5, size=64)
+    probabilities = torch.softmax(torch.from_numpy(logits).double(), -1).numpy()
+    expected = sklearn_metrics.log_loss(references, probabilities, labels=range(5))
+    assert compute_metrics(EvalPrediction(logits, references))["log_loss"] == pytest.approx(expected, rel=1e-9)
+
+    multi_hot = generator.integers(0, 2, size=(64, 5)).astype(np.float32)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits).double(), torch.from_numpy(multi_hot).double()
+    ).item()
+    assert compute_metrics(EvalPrediction(logits, multi_hot))["log_loss"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_nothing_counted_scores_zero():

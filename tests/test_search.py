@@ -393,6 +393,35 @@ def test_a_bad_search_space_exits_2_naming_the_key(space, message, config, tmp_p
     assert not (tmp_path / "search" / "study.db").exists()  # refused before any trial
 
 
+@pytest.mark.parametrize(
+    ("metric", "greater"),
+    [("eval_loss", False), ("eval_log_loss", False), ("hamming_loss", False), ("eval_f1", True), ("accuracy", True)],
+)
+def test_the_objective_of_a_loss_is_minimised(metric, greater, config, tmp_path):
+    from finetune.search import make_parser, prepare
+
+    argv = search_command(config, write_space(tmp_path, SPACE), tmp_path / "s", "--metric_for_best_model", metric)
+    search, _ = prepare(*make_parser().parse_known_args(argv))
+    assert search.metric == f"eval_{metric.removeprefix('eval_')}" and search.greater_is_better is greater
+
+
+def test_label_smoothing_is_searched_on_the_loss_without_it(config, tmp_path):
+    search_dir = tmp_path / "search"
+    space = write_space(tmp_path, {"label_smoothing_factor": [0.0, 0.3], "learning_rate": [5.0e-3]})
+    argv = search_command(config, space, search_dir, "--n_trials", "2", "--pruner", "none", "--top_k", "1")
+    argv += ["--selection_seeds", "0", "--metric_for_best_model", "eval_log_loss"]
+    assert search_main(argv) == 0
+    trials = read_study(search_dir)
+    assert sorted(trial.params["label_smoothing_factor"] for trial in trials) == [0.0, 0.3]  # both drawn
+    for trial in trials:  # each trial's value: the plain loss of its best checkpoint, the lowest it evaluated
+        state = json.loads((search_dir / f"trial-{trial.number}" / "trainer_state.json").read_text())
+        plain = [entry["eval_log_loss"] for entry in state["log_history"] if "eval_log_loss" in entry]
+        assert trial.value == pytest.approx(min(plain))
+    document = json.loads((search_dir / "search.json").read_text())
+    assert document["direction"] == "minimize"
+    assert document["winner"]["trial"] == min(trials, key=lambda trial: trial.value).number
+
+
 @pytest.mark.parametrize("name", ["textcnn", "bert"])
 def test_the_shipped_search_spaces_pass_the_checks_with_their_configs(name, reviews, tmp_path):
     from finetune.search import make_parser, prepare

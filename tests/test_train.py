@@ -69,6 +69,13 @@ def test_textcnn_end_to_end(data_args, tmp_path, capfd):
     run = tmp_path / "run"
     results = assert_run_outputs(run)
     assert results["test_accuracy"] >= 0.85  # the fixture is easy; chance is 0.5
+    # Without label smoothing, the loss is the plain one: eval_log_loss is eval_loss at every evaluation.
+    evaluations = [entry for entry in json.loads((run / "trainer_state.json").read_text())["log_history"]]
+    evaluations = [entry for entry in evaluations if "eval_loss" in entry]
+    assert evaluations and all(
+        entry["eval_log_loss"] == pytest.approx(entry["eval_loss"], rel=1e-5) for entry in evaluations
+    )
+    assert results["test_log_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
     config = json.loads((run / "best" / "config.json").read_text())
     assert config["model_type"] == "textcnn"
     assert config["id2label"] == {"0": "negative", "1": "positive"}
@@ -84,6 +91,23 @@ def test_textcnn_end_to_end(data_args, tmp_path, capfd):
     with torch.no_grad():
         predicted = model(**batch).logits.argmax(-1).tolist()
     assert [model.config.id2label[i] for i in predicted] == ["positive", "negative"]
+
+
+def test_log_loss_leaves_label_smoothing_out_as_evaluate_does(data_args, reviews, tmp_path):
+    flags = [*QUICK_TEXTCNN, "--num_train_epochs", "2", "--label_smoothing_factor", "0.2"]
+    flags += ["--metric_for_best_model", "eval_log_loss"]  # a loss: lower is better, as for eval_loss
+    assert train_main(data_args + flags) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "all_results.json").read_text())
+    best = json.loads((run / "best.json").read_text())
+    assert best["metric"] == "eval_log_loss" and best["greater_is_better"] is False
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert best["value"] == min(entry["eval_log_loss"] for entry in state["log_history"] if "eval_log_loss" in entry)
+    assert results["test_loss"] > results["test_log_loss"]  # the smoothed loss of the same logits is higher here
+    output = tmp_path / "evaluation.json"
+    command = ["evaluate", "--model", str(run), "--test_file", str(reviews["test"]), "--output", str(output)]
+    assert cli_main(command) == 0
+    assert json.loads(output.read_text())["metrics"]["loss"] == pytest.approx(results["test_log_loss"], rel=1e-5)
 
 
 def test_tokenizer_loads_without_finetune(data_args, tmp_path):

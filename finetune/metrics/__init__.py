@@ -25,6 +25,10 @@ MULTI_LABEL_METRICS = (
     "subset_accuracy",
     "hamming_loss",
 )
+# The loss without label smoothing (cross-entropy; binary cross-entropy averaged over labels for multi-label data),
+# beside the Trainer's eval_loss, which includes the run's label_smoothing_factor: runs with different smoothing
+# compare on it, as `finetune evaluate`'s loss does.
+PLAIN_LOSS = "log_loss"
 DEFAULT_THRESHOLD = 0.5  # multi-label: a label is predicted when its probability is over this
 
 
@@ -132,12 +136,25 @@ def tune_threshold(probabilities: np.ndarray, references: np.ndarray) -> float:
 
 def compute_metrics(eval_prediction: EvalPrediction, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """The Trainer's compute_metrics from logits: accuracy and macro F1, precision and recall; for multi-label
-    data (multi-hot label rows), MULTI_LABEL_METRICS with labels predicted over ``threshold``."""
+    data (multi-hot label rows), MULTI_LABEL_METRICS with labels predicted over ``threshold``. Both with the
+    PLAIN_LOSS."""
     logits = eval_prediction.predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
     references = np.asarray(eval_prediction.label_ids)
     if references.ndim == 2:
         scores = scores_from_multilabel_counts(multilabel_counts(sigmoid(logits) > threshold, references > 0.5))
-        return {name: scores[name] for name in MULTI_LABEL_METRICS}
+        return {**{name: scores[name] for name in MULTI_LABEL_METRICS}, PLAIN_LOSS: log_loss(logits, references)}
     scores = classification_scores(np.argmax(logits, axis=-1), references)
-    return {name: scores[name] for name in TRAINING_METRICS}
+    return {**{name: scores[name] for name in TRAINING_METRICS}, PLAIN_LOSS: log_loss(logits, references)}
+
+
+def log_loss(logits: np.ndarray, references: np.ndarray) -> float:
+    """Mean cross-entropy of the softmax of ``logits`` for class ids; for multi-hot rows, binary cross-entropy of
+    each logit's sigmoid, averaged over labels and rows. Computed in float64 from the logits, as the losses are."""
+    logits = np.asarray(logits, dtype=np.float64)
+    references = np.asarray(references)
+    if references.ndim == 2:  # log(1 + e^x) - y x: -log sigmoid(x) for y = 1, -log(1 - sigmoid(x)) for y = 0
+        return float(np.mean(np.logaddexp(0.0, logits) - references * logits))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(references)), references.astype(np.int64)].mean())
