@@ -563,3 +563,14 @@ def test_only_the_block_with_a_bad_row_is_read_row_by_row(tmp_path, monkeypatch)
     assert 0 < len(parsed_by_python) < 600  # two blocks of about 150 lines, not the 3,000 rows
     with pytest.raises(UserError, match=f"{path}, line 2001: not valid JSON"):
         read_examples(path, DataArguments(train_file=str(path)))
+
+
+def test_a_file_read_row_by_row_says_so_once(tmp_path, finetune_log):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n好,a\n,b\n差,b\n", encoding="utf-8")  # an empty text: the row reader names it
+    for _ in range(3):  # as training, its data check and its baseline read the file
+        columns = read_examples(path, DataArguments(train_file=str(path), bad_rows="skip"), bad_rows=BadRows("skip"))
+        assert list(columns["text"]) == ["好", "差"]
+    assert [message for message in finetune_log if "reading row by row" in message] == [
+        f"{path}: reading row by row (an empty 'text')"
+    ]

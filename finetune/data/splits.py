@@ -190,6 +190,9 @@ def write_arrow(batches: Iterator[pa.Table], target: Path, columns: Columns) -> 
     return rows, "integer-text" if integer_text else "text"
 
 
+SAID_ROW_BY_ROW: set[tuple[str, str]] = set()
+
+
 def read_file(path: str | Path, columns: Columns, bad_rows: BadRows, folder: Path) -> tuple[Dataset, str]:
     """One data file as a memory-mapped Dataset of the wanted columns, and its label form.
 
@@ -205,7 +208,11 @@ def read_file(path: str | Path, columns: Columns, bad_rows: BadRows, folder: Pat
     try:
         rows, form = write_arrow(fast_batches(path, kind, columns, bad_rows), target, columns)
     except NeedsRowReader as reason:
-        logger.info("%s: reading row by row (%s)", path, reason)
+        said = (str(path.resolve()), str(reason))  # once a process: the check and the baseline read the file again
+        logger.log(
+            logging.DEBUG if said in SAID_ROW_BY_ROW else logging.INFO, "%s: reading row by row (%s)", path, reason
+        )
+        SAID_ROW_BY_ROW.add(said)
         del bad_rows.rows[skipped_before:]  # blocks read row by row before are read again
         try:
             rows, form = write_arrow(row_reader_batches(path, kind, columns, bad_rows), target, columns)
