@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_trials(study, search, space, args, workers)
     finally:
-        for worker in workers:
-            worker.wait()
+        for worker in workers:  # a Ctrl-C reaches the workers too
+            worker.wait(interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
     if args.worker:
         logger.info("worker: the study holds %d finished trials; the command without --worker selects", args.n_trials)
         return 0

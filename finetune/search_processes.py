@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from finetune.cli import INTERRUPTED_STATUS
 from finetune.search_output import ERROR_ATTR, SEARCH_LINE, log_trial_end, log_trial_start
 from finetune.search_space import decode
 
@@ -73,9 +74,11 @@ class Worker:
     def process_name(self) -> str:
         return f"{socket.gethostname()}:{self.process.pid}"
 
-    def wait(self) -> int:
+    def wait(self, interrupted: bool = False) -> int:
+        """Waits for the worker's end; one that failed is named with its log (not one stopped by the same Ctrl-C
+        as this process, when ``interrupted``)."""
         status = self.process.wait()
-        if status != 0:
+        if status != 0 and not (interrupted and status == INTERRUPTED_STATUS):
             logger.warning("search: %s exited with status %d; its output: %s", self.name, status, self.log_path)
         return status
 

@@ -333,6 +333,10 @@ def test_a_worker_that_fails_is_named_with_its_log(tmp_path, finetune_log):
     assert worker.wait() == 3
     assert f"search: worker-1 exited with status 3; its output: {tmp_path / 'worker-1.log'}" in finetune_log
     assert (tmp_path / "worker-1.log").read_text() == "cannot open the storage\n"
+    # Stopped by the Ctrl-C that stops this process too: nothing to say about it.
+    finetune_log.clear()
+    stopped = Worker(2, [sys.executable, "-c", "import sys; sys.exit(130)"], dict(os.environ), tmp_path / "w2.log")
+    assert stopped.wait(interrupted=True) == 130 and finetune_log == []
 
 
 def test_workers_sample_apart_and_a_fresh_study_from_the_run_seed():
