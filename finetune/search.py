@@ -38,12 +38,22 @@ from pathlib import Path
 
 from finetune.cli import check_interrupt
 from finetune.errors import OutOfDeviceMemory, UserError
-from finetune.search_output import ERROR_ATTR, TRIAL_LOG, after_trial, log_trial_start, setup_logging, trial_output
+from finetune.search_output import (
+    ERROR_ATTR,
+    SURPLUS_ATTR,
+    TRIAL_LOG,
+    SurplusTrial,
+    after_trial,
+    log_trial_start,
+    setup_logging,
+    trial_output,
+)
 from finetune.search_processes import (
     OUTPUT_ATTR,
     WORKER_ATTR,
     OtherTrials,
     finished,
+    is_surplus,
     running,
     start_workers,
     this_process,
@@ -368,12 +378,15 @@ def run_trials(study, search: Search, space: dict[str, Spec], args: argparse.Nam
     from finetune.search_pruning import ReportToTrial
 
     def objective(trial) -> float:
+        ran.append(trial.number)
+        if is_surplus(study, trial.number, args.n_trials):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrial(f"trial {trial.number}: the study holds its --n_trials {args.n_trials} already")
         params = {name: spec.suggest(trial, name) for name, spec in space.items()}
         output_dir = search.search_dir / f"trial-{trial.number}"
         trial.set_user_attr(WORKER_ATTR, this_process())
         trial.set_user_attr(OUTPUT_ATTR, str(output_dir))  # last: other processes announce the trial once it is set
         log_trial_start(trial.number, params, output_dir)
-        ran.append(trial.number)
         callback = ReportToTrial(trial, search.metric)
         try:
             results = search.train(params, output_dir, callbacks=[callback])
@@ -416,7 +429,7 @@ def run_until(study, objective, search: Search, args: argparse.Namespace, progre
         else:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory,))
+                study.optimize(objective, n_trials=1, catch=(OutOfDeviceMemory, SurplusTrial))
             after_trial(study, ran[-1], search.metric, progress)
         progress.n = min(len(finished(study)), args.n_trials)
         progress.refresh()

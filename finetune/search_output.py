@@ -17,6 +17,19 @@ ERROR_ATTR = "error"  # the user attribute (and search.json key) of a trial that
 # A log record's extra for a line about the search as a whole (another process's trial): the console shows it during a
 # trial of this process, and that trial's train.log does not take it.
 SEARCH_LINE = {"search_line": True}
+# The user attribute of a trial made when the study already held its --n_trials: it ends at once, runs nothing, and
+# is left out of the lines, search.json and the report.
+SURPLUS_ATTR = "surplus"
+
+
+class SurplusTrial(Exception):
+    """Raised in a trial whose process found the study's last trial free at the moment another did (see
+    search_processes.is_surplus)."""
+
+
+def listed(trials) -> list:
+    """The trials a search shows: all but the surplus ones."""
+    return [trial for trial in trials if SURPLUS_ATTR not in trial.user_attrs]
 
 
 def setup_logging() -> None:
@@ -106,9 +119,12 @@ def format_params(params: dict) -> str:
 
 
 def after_trial(study, number: int, metric: str, progress) -> None:
-    """What follows a trial of this process: its memory given back to the device, and its line."""
+    """What follows a trial of this process: its memory given back to the device, and its line (none for a
+    surplus trial, which ran nothing)."""
     release_device_memory()
-    log_trial_end(study, number, metric, progress)
+    trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+    if SURPLUS_ATTR not in trial.user_attrs:
+        log_trial_end(study, number, metric, progress)
 
 
 def log_trial_start(number: int, params: dict, output_dir, by: str = "") -> None:

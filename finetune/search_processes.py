@@ -48,6 +48,20 @@ def running(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
+def is_surplus(study, number: int, n_trials: int) -> bool:
+    """Whether the trials numbered below ``number`` that run or count toward --n_trials make it up already. Two
+    processes that each find one trial left at the same moment both make one; the one whose trial came later (a
+    higher number: created after the other, which is then running or finished) steps back, so that a study ends
+    with exactly --n_trials trials."""
+    counted = {trial.number for trial in finished(study)}
+    ahead = [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.number < number and (trial.number in counted or trial.state.name == "RUNNING")
+    ]
+    return len(ahead) >= n_trials
+
+
 def wait_for_running_trials(study) -> None:
     """Waits for other workers' trials, and runs none itself: a dead worker's trial fails after its grace period."""
     import optuna

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from finetune.errors import OutOfDeviceMemory, UserError
+from finetune.search_output import SurplusTrial
 
 SCALE = 1000  # steps are thousandths of the trial's schedule
 
@@ -47,8 +48,8 @@ def without_traceback(record: logging.LogRecord) -> bool:
     """A trial's exception goes on to the command, which reports it (a UserError or Ctrl-C in one line, a bug with
     its traceback): Optuna's "Trial N failed" warning keeps its line but not a second traceback, Ctrl-C no line, and
     the "failed with value None" that follows any exception is left out. A trial out of device memory has no line
-    here: the search logs it and goes on."""
-    if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfDeviceMemory)):
+    here: the search logs it and goes on; nor has a surplus trial, which ran nothing."""
+    if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfDeviceMemory, SurplusTrial)):
         return False
     if record.getMessage().endswith("failed with value None."):
         return False

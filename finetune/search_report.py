@@ -16,7 +16,7 @@ from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.report import format_duration
 from finetune.search import STUDY_FILE
-from finetune.search_output import ERROR_ATTR, format_params
+from finetune.search_output import ERROR_ATTR, format_params, listed
 from finetune.search_results import SEARCH_FILE
 
 MAX_TRIALS_SHOWN = 10
@@ -66,7 +66,7 @@ def format_search_progress(directory: Path, study) -> str:
     from finetune.search_results import describe_trial
 
     objective, lower = study.user_attrs.get("metric", "objective"), study.direction == StudyDirection.MINIMIZE
-    trials = [describe_trial(trial) for trial in study.trials]
+    trials = [describe_trial(trial) for trial in listed(study.trials)]
     lines = header_lines(directory, study.study_name, objective, lower, trials)
     lines[0] += f"; not finished ({SEARCH_FILE} is written at its end; the same command goes on)"
     complete = [trial for trial in trials if trial["state"] == "complete"]

@@ -16,7 +16,7 @@ import yaml
 from finetune.baseline import comparison
 from finetune.errors import UserError
 from finetune.files import write_json_atomically
-from finetune.search_output import format_params
+from finetune.search_output import format_params, listed
 from finetune.search_space import decode
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def finish(study, search: Search, args: argparse.Namespace) -> dict:
         "direction": "maximize" if search.greater_is_better else "minimize",
         "n_trials": args.n_trials,
         "fixed": search.fixed,
-        "trials": [describe_trial(trial) for trial in study.trials],
+        "trials": [describe_trial(trial) for trial in listed(study.trials)],
         "selection": selection,
         "winner": {**winner, "output_dir": str(winner_dir), "config": str(best_config)},
         "test": test,

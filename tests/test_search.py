@@ -284,11 +284,14 @@ def test_two_workers_share_one_study_without_losing_or_repeating_a_trial(databas
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker-{index}.log").read_text()[-3000:]
 
-    trials = read_study(search_dir, storage)
-    # Two workers that each find one trial left at the same moment both start one (Optuna's n_trials across
-    # processes does the same): 4 trials, or 5.
+    study = read_study(search_dir, storage)
+    # Two workers that each find one trial left at the same moment both make one; the later one steps back at once
+    # (a failed trial marked surplus, with nothing drawn), so the study has exactly --n_trials trials that ran.
+    surplus = [trial for trial in study if "surplus" in trial.user_attrs]
+    assert all(trial.state.name == "FAIL" and trial.params == {} for trial in surplus)
+    trials = [trial for trial in study if trial not in surplus]
     count = len(trials)
-    assert count in (4, 5) and all(trial.state.name == "COMPLETE" for trial in trials)
+    assert count == 4 and all(trial.state.name == "COMPLETE" for trial in trials)
     assert sorted(trial.number for trial in trials) == list(range(count))
     # Each trial ran once, by one worker, into its own folder, and both workers ran trials.
     assert sorted(trial.user_attrs["output_dir"] for trial in trials) == sorted(
@@ -309,7 +312,8 @@ def test_n_jobs_shows_every_trial_on_one_console_and_each_worker_writes_its_own_
     assert command.wait(timeout=600) == 0, (tmp_path / "console.log").read_text()[-3000:]
     console = (tmp_path / "console.log").read_text()
 
-    trials = read_study(search_dir)
+    trials = [trial for trial in read_study(search_dir) if "surplus" not in trial.user_attrs]
+    assert len(trials) == 4
     by_worker = [trial for trial in trials if trial.user_attrs["worker"] != f"{os.uname().nodename}:{command.pid}"]
     assert by_worker and len(by_worker) < len(trials), [trial.user_attrs["worker"] for trial in trials]
     for trial in trials:  # each trial's start and end on the console; the worker's named
@@ -372,6 +376,37 @@ def test_a_continued_study_says_what_it_holds_and_warns_when_n_trials_is_below_i
     log_continued(study, argparse.Namespace(study_name="finetune-search", n_trials=3, worker=True))
     assert "worker: joining study finetune-search: 3 finished trial(s)" in finetune_log[0]
     assert not any("more than" in message for message in finetune_log)
+
+
+def test_of_two_trials_made_for_the_last_place_the_later_one_is_surplus(finetune_log):
+    import optuna
+    from optuna.trial import TrialState, create_trial
+    from tqdm import tqdm
+
+    from finetune.search_output import ERROR_ATTR, SURPLUS_ATTR, after_trial, listed
+    from finetune.search_processes import is_surplus
+
+    study = optuna.create_study()
+    distribution = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for value, state, attrs in [
+        (0.5, TrialState.COMPLETE, {}),
+        (None, TrialState.PRUNED, {}),
+        (None, TrialState.FAIL, {ERROR_ATTR: "out of memory"}),  # counts toward --n_trials
+        (None, TrialState.FAIL, {}),  # a killed process's trial: runs again, so it does not count
+    ]:
+        trial = create_trial(params={"x": 0.1}, distributions=distribution, value=value, state=state, user_attrs=attrs)
+        study.add_trial(trial)
+    # Two workers found one place left (3 of 4 counted) and each made a trial: numbers 4 and 5, both running.
+    first, second = study.ask(), study.ask()
+    assert (first.number, second.number) == (4, 5)
+    assert not is_surplus(study, first.number, 4) and is_surplus(study, second.number, 4)
+    assert not is_surplus(study, second.number, 5)  # with a place for each, neither steps back
+    # The surplus trial ends at once: no line, and the search's listings leave it out.
+    second.set_user_attr(SURPLUS_ATTR, True)
+    study.tell(second, state=TrialState.FAIL)
+    after_trial(study, second.number, "eval_loss", tqdm(disable=True))
+    assert finetune_log == []
+    assert [trial.number for trial in listed(study.trials)] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
