@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from finetune.checkpoints import ARGS_FILE, run_arguments
+from finetune.cli import check_interrupt
 from finetune.data.windows import reduction, texts_of_windows
 from finetune.errors import UserError
 from finetune.files import file_sha256, write_json_atomically
@@ -175,6 +176,7 @@ def compare(classifier: Classifier, exported: OnnxClassifier, batches) -> Agreem
     agreement = Agreement()
     with torch.inference_mode():
         for batch, labels, owners in batches:
+            check_interrupt()  # a Ctrl-C that Python dropped (finetune.cli.remembered_interrupts)
             reference = classifier.model(**batch).logits.double().numpy()
             logits = exported(**batch).logits.double().numpy()
             if owners is not None:
@@ -257,6 +259,7 @@ def write_export(classifier: Classifier, directory: Path, args) -> dict:
     """Writes the export into ``directory`` and returns the checks against PyTorch (fails on an fp32 mismatch)."""
     fp32 = directory / (f"fp32-{ONNX_FILE}" if args.quantize else ONNX_FILE)
     input_names = export_graph(classifier, fp32, args.opset)
+    check_interrupt()  # one dropped while the graph was traced
     if args.quantize:
         quantize_int8(fp32, directory / ONNX_FILE)
         for path in directory.glob(f"{fp32.name}*"):

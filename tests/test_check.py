@@ -333,3 +333,23 @@ def test_near_duplicates_within_and_across_splits(tmp_path):
     example = found["train/test"]["examples"][0]
     assert sorted(places(example)) == [("test.jsonl", 21), ("train.jsonl", 11)]
     assert example["similarity"] >= 0.8
+
+
+def test_a_ctrl_c_that_python_dropped_stops_the_check_at_the_next_batch(planted, tmp_path, monkeypatch, capsys):
+    import finetune.check.scan as scan
+    from finetune.cli import PRESSED
+
+    batches = []
+    arrow_batches = scan.arrow_batches
+
+    def press_ctrl_c_during_the_first(*args, **kwargs):
+        for batch in arrow_batches(*args, **kwargs):
+            batches.append(batch.num_rows)
+            PRESSED.append(2)  # its KeyboardInterrupt dropped, as Python drops one in a garbage-collection callback
+            yield batch
+
+    monkeypatch.setattr(scan, "arrow_batches", press_ctrl_c_during_the_first)
+    output = tmp_path / "report.json"
+    assert cli_main(["check", *check_flags(planted["paths"], tmp_path), "--output", str(output)]) == 130
+    assert len(batches) == 1 and not output.exists() and PRESSED == []
+    assert "stopped (Ctrl-C)" in capsys.readouterr().err

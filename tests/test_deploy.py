@@ -45,6 +45,24 @@ def export(run: Path, output: Path, *extra: str) -> dict:
     return json.loads((output / MANIFEST_FILE).read_text(encoding="utf-8"))
 
 
+def test_a_ctrl_c_that_python_dropped_stops_the_export_and_writes_nothing(textcnn_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import finetune.export as export_module
+    from finetune.cli import PRESSED
+
+    export_graph = export_module.export_graph
+
+    def export_and_press_ctrl_c(*args, **kwargs):
+        names = export_graph(*args, **kwargs)
+        PRESSED.append(2)  # its KeyboardInterrupt dropped while the graph was traced
+        return names
+
+    monkeypatch.setattr(export_module, "export_graph", export_and_press_ctrl_c)
+    output = tmp_path / "exported"
+    assert cli_main(["export", "--model", str(textcnn_run), "--output", str(output)]) == 130
+    assert not output.exists() and PRESSED == []
+    assert "stopped (Ctrl-C)" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def textcnn_export(textcnn_run, tmp_path_factory) -> Path:  # noqa: F811
     output = tmp_path_factory.mktemp("exports") / "textcnn"

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer
 
+from finetune.cli import check_interrupt
 from finetune.data.readers import file_format, usable_record_lines
 from finetune.data.splits import RawData, arrow_batches, data_columns, label_lists, normalized_labels
 
@@ -108,6 +109,7 @@ def scan_splits(raw: RawData, tokenizer, text_columns: list[str], char_level: bo
     for split, dataset in raw.splits.items():
         hashes, labels, lengths, first_lengths = [], [], [], []
         for batch in arrow_batches(dataset, [*text_columns, raw.label_column], BATCH_ROWS):
+            check_interrupt()  # a Ctrl-C that Python dropped (finetune.cli.remembered_interrupts)
             texts = batch.column(text_columns[0]).to_pylist()
             pairs = batch.column(text_columns[1]).to_pylist() if len(text_columns) > 1 else None
             if pairs is None:
