@@ -99,7 +99,7 @@ def remembered_interrupts() -> Iterator[None]:
         if mine:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.unraisablehook = unraisable
-            PRESSED.clear()
+        PRESSED.clear()  # the command is over: a Ctrl-C it remembered must not stop the next one
 
 
 def check_interrupt() -> None:

@@ -519,3 +519,21 @@ def test_a_ctrl_c_that_python_drops_while_the_model_is_built_stops_the_run_at_it
     # Afterwards Ctrl-C and unraisable exceptions are Python's own again, and nothing is left pressed.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is unraisable
     check_interrupt()
+
+
+def test_a_remembered_ctrl_c_ends_with_its_command_where_sigint_is_not_the_commands(monkeypatch):
+    """Where SIGINT is ignored (a background job) or handled by another, the command does not take it over, and a
+    Ctrl-C remembered during it (as a test records one) still ends with it: it must not stop the next command."""
+    import signal
+
+    from finetune.cli import PRESSED, check_interrupt, run_command
+
+    monkeypatch.setattr(signal, "getsignal", lambda number: signal.SIG_IGN)  # as in a shell's background job
+
+    def command(argv):
+        PRESSED.append(signal.SIGINT)
+        check_interrupt()
+        return 0
+
+    assert run_command(command, []) == 130 and PRESSED == []
+    check_interrupt()  # nothing left pressed
