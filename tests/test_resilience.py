@@ -512,13 +512,18 @@ def test_a_ctrl_c_that_python_drops_while_the_model_is_built_stops_the_run_at_it
 
     monkeypatch.setattr(train_module, "build_model", build_model_and_press_ctrl_c)
     unraisable = sys.unraisablehook
-    assert run_command(train_module.main, run_args(reviews, tmp_path, "run")) == 130
-    error = capsys.readouterr().err
-    assert "stopped (Ctrl-C)" in error and "Exception ignored" not in error and "Traceback" not in error
-    assert not (tmp_path / "run" / "best.json").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
-    # Afterwards Ctrl-C and unraisable exceptions are Python's own again, and nothing is left pressed.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is unraisable
-    check_interrupt()
+    # Ctrl-C as in a terminal: a test run started as a background job has SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert run_command(train_module.main, run_args(reviews, tmp_path, "run")) == 130
+        error = capsys.readouterr().err
+        assert "stopped (Ctrl-C)" in error and "Exception ignored" not in error and "Traceback" not in error
+        assert not (tmp_path / "run" / "best.json").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
+        # Afterwards Ctrl-C and unraisable exceptions are Python's own again, and nothing is left pressed.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is unraisable
+        check_interrupt()
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_remembered_ctrl_c_ends_with_its_command_where_sigint_is_not_the_commands(monkeypatch):
