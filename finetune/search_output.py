@@ -27,6 +27,10 @@ class SurplusTrial(Exception):
     search_processes.is_surplus)."""
 
 
+def is_search_line(record: logging.LogRecord) -> bool:
+    return getattr(record, "search_line", False)
+
+
 def listed(trials) -> list:
     """The trials a search shows: all but the surplus ones."""
     return [trial for trial in trials if SURPLUS_ATTR not in trial.user_attrs]
@@ -51,7 +55,7 @@ class TrialWarnings(logging.Filter):
         self.shown = shown
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "search_line", False):
+        if is_search_line(record):
             return True
         # Decided once per record: every handler of the logger asks, and the first would mark the text shown.
         if not hasattr(record, "trial_console"):
@@ -74,7 +78,7 @@ def trial_output(output_dir: Path, verbose: bool, shown: set[str]):
     with open(path, "w", encoding="utf-8") as stream:
         to_file = logging.StreamHandler(stream)
         to_file.setFormatter(logging.Formatter("%(asctime)s [finetune] %(message)s"))
-        to_file.addFilter(lambda record: not getattr(record, "search_line", False))
+        to_file.addFilter(lambda record: not is_search_line(record))
         for handler in handlers:
             handler.addFilter(only_warnings)
         logger.addHandler(to_file)
@@ -119,12 +123,9 @@ def format_params(params: dict) -> str:
 
 
 def after_trial(study, number: int, metric: str, progress) -> None:
-    """What follows a trial of this process: its memory given back to the device, and its line (none for a
-    surplus trial, which ran nothing)."""
+    """What follows a trial of this process: its memory given back to the device, and its line."""
     release_device_memory()
-    trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
-    if SURPLUS_ATTR not in trial.user_attrs:
-        log_trial_end(study, number, metric, progress)
+    log_trial_end(study, number, metric, progress)
 
 
 def log_trial_start(number: int, params: dict, output_dir, by: str = "") -> None:
@@ -136,12 +137,15 @@ def log_trial_start(number: int, params: dict, output_dir, by: str = "") -> None
 
 def log_trial_end(study, number: int, metric: str, progress, by: str = "") -> None:
     """One line for a finished trial: its value (or how far it got when pruned), its time, and the best trial so
-    far, which the bar shows too; ``by`` names the process that ran it, if not this one."""
+    far, which the bar shows too; ``by`` names the process that ran it, if not this one. None for a surplus trial,
+    which ran nothing."""
     from optuna.trial import TrialState
 
     from finetune.search_pruning import share
 
     trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+    if SURPLUS_ATTR in trial.user_attrs:
+        return
     seconds = trial.user_attrs.get("seconds")
     if seconds is None and trial.datetime_start and trial.datetime_complete:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()

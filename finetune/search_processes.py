@@ -53,13 +53,8 @@ def is_surplus(study, number: int, n_trials: int) -> bool:
     processes that each find one trial left at the same moment both make one; the one whose trial came later (a
     higher number: created after the other, which is then running or finished) steps back, so that a study ends
     with exactly --n_trials trials."""
-    counted = {trial.number for trial in finished(study)}
-    ahead = [
-        trial
-        for trial in study.get_trials(deepcopy=False)
-        if trial.number < number and (trial.number in counted or trial.state.name == "RUNNING")
-    ]
-    return len(ahead) >= n_trials
+    counted = {trial.number for trial in [*finished(study), *running(study)]}
+    return sum(1 for other in counted if other < number) >= n_trials
 
 
 def wait_for_running_trials(study) -> None:
